@@ -1,0 +1,295 @@
+package ostree
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// copyBufSize is the read size when streaming file content.
+const copyBufSize = 256 << 10
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+// flatePools holds raw-deflate writers per compression level.
+var flatePools sync.Map // int -> *sync.Pool
+
+func getFlateWriter(level int, w io.Writer) *flate.Writer {
+	p, _ := flatePools.LoadOrStore(level, &sync.Pool{})
+	if fw, ok := p.(*sync.Pool).Get().(*flate.Writer); ok {
+		fw.Reset(w)
+		return fw
+	}
+	fw, err := flate.NewWriter(w, level)
+	if err != nil {
+		panic(err) // level is validated when the repository is opened
+	}
+	return fw
+}
+
+func putFlateWriter(level int, fw *flate.Writer) {
+	p, _ := flatePools.Load(level)
+	p.(*sync.Pool).Put(fw)
+}
+
+// ContentChecksum computes a content object's checksum: SHA-256 over the
+// size-prefixed (uuuusa(ayay)) header followed by the file's bytes. For
+// regular files it reads exactly h.Size bytes from content.
+func ContentChecksum(h FileHeader, content io.Reader) (Checksum, error) {
+	hdr, err := h.checksumHeader()
+	if err != nil {
+		return Checksum{}, err
+	}
+	s := sha256.New()
+	s.Write(hdr)
+	if h.Mode&ModeTypeMask == ModeRegular {
+		if err := copyExact(s, content, h.Size); err != nil {
+			return Checksum{}, err
+		}
+	}
+	var c Checksum
+	s.Sum(c[:0])
+	return c, nil
+}
+
+// copyExact copies exactly n bytes, failing if the source is shorter or longer.
+func copyExact(dst io.Writer, src io.Reader, n uint64) error {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	got, err := io.CopyBuffer(dst, io.LimitReader(src, int64(n)), *bp)
+	if err != nil {
+		return err
+	}
+	if uint64(got) != n {
+		return fmt.Errorf("content is %d bytes, expected %d (file changed while being read?)", got, n)
+	}
+	var one [1]byte
+	if k, _ := io.ReadFull(src, one[:]); k != 0 {
+		return fmt.Errorf("content is longer than the expected %d bytes (file changed while being read?)", n)
+	}
+	return nil
+}
+
+// WriteContent stores a content object read from content in one pass
+// (hashing and compressing together) and returns its checksum. h.Size must
+// be the exact content size of a regular file. If the object already exists
+// the new copy is discarded.
+func (r *Repo) WriteContent(h FileHeader, content io.Reader) (Checksum, error) {
+	return r.writeContent(h, content, nil)
+}
+
+// WriteContentKnown stores a content object whose checksum the caller
+// computed already (for example with ContentChecksum on a re-readable file);
+// the content is hashed again while it is written and a mismatch is an error.
+func (r *Repo) WriteContentKnown(want Checksum, h FileHeader, content io.Reader) error {
+	_, err := r.writeContent(h, content, &want)
+	return err
+}
+
+func (r *Repo) writeContent(h FileHeader, content io.Reader, want *Checksum) (Checksum, error) {
+	if err := r.requireArchive(); err != nil {
+		return Checksum{}, err
+	}
+	isReg := h.Mode&ModeTypeMask == ModeRegular
+	if !isReg {
+		h.Size = 0
+	}
+	csHdr, err := h.checksumHeader()
+	if err != nil {
+		return Checksum{}, err
+	}
+	arHdr, err := h.archiveHeader()
+	if err != nil {
+		return Checksum{}, err
+	}
+	f, err := r.createTemp()
+	if err != nil {
+		return Checksum{}, err
+	}
+	fail := func(err error) (Checksum, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return Checksum{}, err
+	}
+	bw := bufio.NewWriterSize(f, 128<<10)
+	bw.Write(arHdr)
+	s := sha256.New()
+	s.Write(csHdr)
+	if isReg && h.Size > 0 {
+		fw := getFlateWriter(r.level, bw)
+		err := copyExact(hashingWriter{s, fw}, content, h.Size)
+		if err == nil {
+			err = fw.Close()
+		}
+		putFlateWriter(r.level, fw)
+		if err != nil {
+			return fail(err)
+		}
+	} else if isReg {
+		// An empty file still has a (empty) deflate stream, as zlib writes one.
+		fw := getFlateWriter(r.level, bw)
+		err := fw.Close()
+		putFlateWriter(r.level, fw)
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fail(err)
+	}
+	var c Checksum
+	s.Sum(c[:0])
+	if want != nil && c != *want {
+		return fail(fmt.Errorf("content changed while being stored: expected object %s, got %s", *want, c))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return Checksum{}, err
+	}
+	if ok, err := r.HasObject(c, ObjectFile); err != nil || ok {
+		os.Remove(f.Name())
+		return c, err
+	}
+	if err := r.install(f.Name(), c, ObjectFile); err != nil {
+		os.Remove(f.Name())
+		return Checksum{}, fmt.Errorf("write %s.file: %w", c, err)
+	}
+	return c, nil
+}
+
+// hashingWriter feeds the hash and the compressor with the same bytes.
+type hashingWriter struct {
+	h hash.Hash
+	w io.Writer
+}
+
+func (hw hashingWriter) Write(p []byte) (int, error) {
+	hw.h.Write(p)
+	return hw.w.Write(p)
+}
+
+// OpenContent opens a content object. For regular files the returned reader
+// yields the content and, at its end, verifies the object's checksum,
+// returning an error that names the object if it does not match.
+func (r *Repo) OpenContent(c Checksum) (FileHeader, io.ReadCloser, error) {
+	if err := r.requireArchive(); err != nil {
+		return FileHeader{}, nil, err
+	}
+	name := ObjectName{c, ObjectFile}
+	f, err := os.Open(r.objectPath(c, ObjectFile))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return FileHeader{}, nil, fmt.Errorf("object %s: %w", name, ErrNotFound)
+		}
+		return FileHeader{}, nil, fmt.Errorf("object %s: %w", name, err)
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	var pre [8]byte
+	if _, err := io.ReadFull(br, pre[:]); err != nil {
+		f.Close()
+		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: truncated header", name)
+	}
+	n := int(pre[0])<<24 | int(pre[1])<<16 | int(pre[2])<<8 | int(pre[3])
+	if n > 1<<20 {
+		f.Close()
+		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: header length %d", name, n)
+	}
+	hb := make([]byte, 8+n)
+	copy(hb, pre[:])
+	if _, err := io.ReadFull(br, hb[8:]); err != nil {
+		f.Close()
+		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: truncated header", name)
+	}
+	h, _, err := parseArchiveHeader(hb)
+	if err != nil {
+		f.Close()
+		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: %w", name, err)
+	}
+	csHdr, err := h.checksumHeader()
+	if err != nil {
+		f.Close()
+		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: %w", name, err)
+	}
+	s := sha256.New()
+	s.Write(csHdr)
+	vr := &verifyingReader{name: name, want: c, h: s, remaining: h.Size, file: f}
+	if h.Mode&ModeTypeMask == ModeRegular {
+		vr.r = flate.NewReader(br)
+	}
+	return h, vr, nil
+}
+
+// verifyingReader decompresses content and checks the object checksum at EOF.
+type verifyingReader struct {
+	name      ObjectName
+	want      Checksum
+	h         hash.Hash
+	r         io.ReadCloser // nil for symlinks
+	remaining uint64
+	file      *os.File
+	done      bool
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	if v.done {
+		return 0, io.EOF
+	}
+	if v.remaining > 0 {
+		if uint64(len(p)) > v.remaining {
+			p = p[:v.remaining]
+		}
+		n, err := v.r.Read(p)
+		v.h.Write(p[:n])
+		v.remaining -= uint64(n)
+		if err == io.EOF && v.remaining > 0 {
+			return n, fmt.Errorf("object %s is corrupted: content ends %d bytes early", v.name, v.remaining)
+		}
+		if err != nil && err != io.EOF {
+			return n, fmt.Errorf("object %s is corrupted: %w", v.name, err)
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	v.done = true
+	if v.r != nil {
+		var one [1]byte
+		if k, _ := v.r.Read(one[:]); k != 0 {
+			return 0, fmt.Errorf("object %s is corrupted: content longer than its header says", v.name)
+		}
+	}
+	var got Checksum
+	v.h.Sum(got[:0])
+	if got != v.want {
+		return 0, fmt.Errorf("object %s is corrupted: content hashes to %s", v.name, got)
+	}
+	return 0, io.EOF
+}
+
+func (v *verifyingReader) Close() error {
+	if v.r != nil {
+		v.r.Close()
+	}
+	return v.file.Close()
+}
+
+// VerifyContent reads a content object completely and checks its checksum.
+func (r *Repo) VerifyContent(c Checksum) error {
+	_, rc, err := r.OpenContent(c)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	_, err = io.CopyBuffer(io.Discard, rc, *bp)
+	return err
+}

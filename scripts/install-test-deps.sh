@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the tools the test suite and benchmarks use as oracles, when they are
+# missing. Safe to run repeatedly; does nothing when everything is present.
+# Usage: scripts/install-test-deps.sh [--bench]
+set -euo pipefail
+
+# command:package pairs the tests need.
+need=(
+  "ostree:ostree"
+  "gpg:gnupg"
+  "setfattr:attr"
+  "e2fsck:e2fsprogs"
+  "xz:xz-utils"
+)
+if [[ "${1:-}" == "--bench" ]]; then
+  need+=("mmdebstrap:mmdebstrap" "/usr/bin/time:time")
+fi
+
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  if [[ "$cmd" == /* ]]; then
+    [[ -x "$cmd" ]] || missing+=("$pkg")
+  else
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-test-deps: missing packages: ${missing[*]}; run this script as root or install them" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-test-deps: installing ${missing[*]}" >&2
+# Third-party sources configured on a machine may be unreachable; the Debian
+# archive is what matters, so a partial update is not fatal here. The install
+# below fails loudly if the Debian lists are missing.
+apt-get update -q -o Acquire::Retries=3 >&2 || echo "install-test-deps: apt-get update reported errors; trying the install anyway" >&2
+apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
