@@ -209,3 +209,17 @@ func TestEncodeTypeMismatch(t *testing.T) {
 		t.Error("NUL in string accepted")
 	}
 }
+
+func TestFormat(t *testing.T) {
+	typ := MustParseType("a{sv}")
+	v := []DictEntry{
+		{Key: "version", Value: NewVariant("s", "1.0")},
+		{Key: "ostree.ref-binding", Value: NewVariant("as", []string{"x"})},
+		{Key: "ts", Value: NewVariant("t", uint64(5))},
+	}
+	got := Format(typ, v)
+	want := "{'version': <'1.0'>, 'ostree.ref-binding': <['x']>, 'ts': <uint64 5>}"
+	if got != want {
+		t.Errorf("got %s", got)
+	}
+}

@@ -1,0 +1,254 @@
+package ostree
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// CheckoutOptions controls Checkout.
+type CheckoutOptions struct {
+	Subpath string // check out only this directory of the commit ("" or "/" for all)
+	// Owners applies uid/gid from the commit (requires privilege). By
+	// default files belong to the invoking user and only modes are kept.
+	Owners bool
+	// Xattrs applies extended attributes from the commit.
+	Xattrs  bool
+	Workers int
+}
+
+// Checkout writes the tree of commit c to dest, which must not exist. It
+// builds the tree beside dest and renames it into place, so a failure
+// leaves nothing at dest.
+func (r *Repo) Checkout(ctx context.Context, c Checksum, dest string, opts CheckoutOptions) error {
+	if err := r.requireArchive(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("checkout destination %s already exists", dest)
+	}
+	cm, err := r.ReadCommit(c)
+	if err != nil {
+		return err
+	}
+	tree, meta := cm.RootTree, cm.RootMeta
+	sub := path.Clean("/" + opts.Subpath)
+	if sub != "/" {
+		for _, name := range splitPath(sub) {
+			dt, err := r.ReadDirTree(tree)
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, d := range dt.Dirs {
+				if d.Name == name {
+					tree, meta, found = d.Tree, d.Meta, true
+					break
+				}
+			}
+			if !found {
+				return fmt.Errorf("commit %s has no directory %s", c, sub)
+			}
+		}
+	}
+	parent := filepath.Dir(filepath.Clean(dest))
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".checkout-")
+	if err != nil {
+		return err
+	}
+	co := &checkouter{repo: r, opts: opts}
+	err = co.run(ctx, tree, meta, tmp)
+	if err == nil {
+		err = os.Rename(tmp, dest)
+	}
+	if err != nil {
+		makeWritable(tmp)
+		os.RemoveAll(tmp)
+		return err
+	}
+	return nil
+}
+
+// makeWritable lets RemoveAll clean a half-made checkout with read-only dirs.
+func makeWritable(dir string) {
+	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+}
+
+type checkouter struct {
+	repo *Repo
+	opts CheckoutOptions
+}
+
+type fileJob struct {
+	sum  Checksum
+	dest string
+}
+
+type dirFix struct {
+	path string
+	meta FileMeta
+}
+
+func (co *checkouter) run(ctx context.Context, tree, meta Checksum, root string) error {
+	var files []fileJob
+	var dirs []dirFix
+	if err := co.walk(tree, meta, root, true, &files, &dirs); err != nil {
+		return err
+	}
+	workers := co.opts.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	jobs := make(chan fileJob)
+	errc := make(chan error, workers)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				if err := co.writeFile(j); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, j := range files {
+		select {
+		case jobs <- j:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Directory modes last, deepest first, so read-only dirs were writable
+	// while being filled.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := co.applyMeta(dirs[i].path, dirs[i].meta, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (co *checkouter) walk(tree, meta Checksum, dir string, isRoot bool, files *[]fileJob, dirs *[]dirFix) error {
+	m, err := co.repo.ReadDirMeta(meta)
+	if err != nil {
+		return err
+	}
+	if !isRoot {
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+	}
+	*dirs = append(*dirs, dirFix{dir, m})
+	dt, err := co.repo.ReadDirTree(tree)
+	if err != nil {
+		return err
+	}
+	for _, f := range dt.Files {
+		*files = append(*files, fileJob{f.Checksum, filepath.Join(dir, f.Name)})
+	}
+	for _, d := range dt.Dirs {
+		if err := co.walk(d.Tree, d.Meta, filepath.Join(dir, d.Name), false, files, dirs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (co *checkouter) writeFile(j fileJob) error {
+	h, rc, err := co.repo.OpenContent(j.sum)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if h.Mode&ModeTypeMask == ModeSymlink {
+		if _, err := io.Copy(io.Discard, rc); err != nil { // verifies the checksum
+			return err
+		}
+		if err := os.Symlink(h.Symlink, j.dest); err != nil {
+			return err
+		}
+		return co.applyMeta(j.dest, h.FileMeta, true)
+	}
+	f, err := os.OpenFile(j.dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	_, err = io.CopyBuffer(f, rc, *bp)
+	copyBufPool.Put(bp)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", j.dest, err)
+	}
+	return co.applyMeta(j.dest, h.FileMeta, false)
+}
+
+func (co *checkouter) applyMeta(p string, m FileMeta, symlink bool) error {
+	if co.opts.Owners {
+		if err := os.Lchown(p, int(m.UID), int(m.GID)); err != nil {
+			return err
+		}
+	}
+	if co.opts.Xattrs {
+		for _, x := range m.Xattrs {
+			if err := unix.Lsetxattr(p, x.Name, x.Value, 0); err != nil {
+				return &fs.PathError{Op: "lsetxattr " + x.Name, Path: p, Err: err}
+			}
+		}
+	}
+	if symlink {
+		return nil
+	}
+	// chmod after chown: chown clears setuid/setgid bits.
+	if err := os.Chmod(p, fileModeFromUnix(m.Mode)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func fileModeFromUnix(m uint32) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	if m&unix.S_ISUID != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}
+

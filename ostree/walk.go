@@ -1,0 +1,110 @@
+package ostree
+
+import (
+	"fmt"
+	"path"
+)
+
+// TreeEntry is one path of a committed tree, as listed by Walk.
+type TreeEntry struct {
+	Path     string // absolute within the commit, e.g. "/usr/bin/sh"
+	Meta     FileMeta
+	Size     uint64 // content size of regular files
+	Symlink  string
+	Checksum Checksum // content object, or dirtree for directories
+	MetaSum  Checksum // dirmeta, for directories
+}
+
+// IsDir reports whether the entry is a directory.
+func (e *TreeEntry) IsDir() bool { return e.Meta.Mode&ModeTypeMask == ModeDir }
+
+// Walk visits the entry at p in commit c and, if it is a directory, its
+// children (all descendants when recursive), in sorted order, directories
+// before their contents. Content objects are opened to read their headers.
+func (r *Repo) Walk(c Checksum, p string, recursive bool, fn func(*TreeEntry) error) error {
+	cm, err := r.ReadCommit(c)
+	if err != nil {
+		return err
+	}
+	p = path.Clean("/" + p)
+	tree, meta := cm.RootTree, cm.RootMeta
+	var file *Checksum
+	for _, name := range splitPath(p) {
+		if file != nil {
+			return fmt.Errorf("%s: not a directory in commit %s", p, c)
+		}
+		dt, err := r.ReadDirTree(tree)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, d := range dt.Dirs {
+			if d.Name == name {
+				tree, meta, found = d.Tree, d.Meta, true
+			}
+		}
+		for i := range dt.Files {
+			if dt.Files[i].Name == name {
+				file, found = &dt.Files[i].Checksum, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s: no such file or directory in commit %s", p, c)
+		}
+	}
+	if file != nil {
+		e, err := r.fileEntry(p, *file)
+		if err != nil {
+			return err
+		}
+		return fn(e)
+	}
+	return r.walkDir(p, tree, meta, true, recursive, fn)
+}
+
+func (r *Repo) fileEntry(p string, c Checksum) (*TreeEntry, error) {
+	h, rc, err := r.OpenContent(c)
+	if err != nil {
+		return nil, err
+	}
+	rc.Close()
+	return &TreeEntry{Path: p, Meta: h.FileMeta, Size: h.Size, Symlink: h.Symlink, Checksum: c}, nil
+}
+
+func (r *Repo) walkDir(p string, tree, meta Checksum, top, recursive bool, fn func(*TreeEntry) error) error {
+	m, err := r.ReadDirMeta(meta)
+	if err != nil {
+		return err
+	}
+	if err := fn(&TreeEntry{Path: p, Meta: m, Checksum: tree, MetaSum: meta}); err != nil {
+		return err
+	}
+	if !top && !recursive {
+		return nil
+	}
+	dt, err := r.ReadDirTree(tree)
+	if err != nil {
+		return err
+	}
+	// Merge files and dirs in name order, as ostree ls does.
+	i, j := 0, 0
+	for i < len(dt.Files) || j < len(dt.Dirs) {
+		if j >= len(dt.Dirs) || (i < len(dt.Files) && dt.Files[i].Name < dt.Dirs[j].Name) {
+			e, err := r.fileEntry(path.Join(p, dt.Files[i].Name), dt.Files[i].Checksum)
+			if err != nil {
+				return err
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
+			i++
+			continue
+		}
+		d := dt.Dirs[j]
+		if err := r.walkDir(path.Join(p, d.Name), d.Tree, d.Meta, false, recursive, fn); err != nil {
+			return err
+		}
+		j++
+	}
+	return nil
+}
