@@ -251,4 +251,3 @@ func fileModeFromUnix(m uint32) os.FileMode {
 	}
 	return mode
 }
-
