@@ -1,0 +1,46 @@
+# apt-ostree-factory — build, test, lint, benchmark.
+GO      ?= go
+BIN     := bin/apt-ostree-factory
+# Packages with concurrency run again under the race detector.
+RACE_PKGS := ./ostree/...
+
+.PHONY: all build deps lint test unit race fuzz fuzz-smoke bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/apt-ostree-factory
+
+# Installs the oracle tools (ostree, gnupg, attr, e2fsprogs, ...) when missing.
+deps:
+	bash scripts/install-test-deps.sh
+
+lint:
+	@out="$$(find . \( -path ./.cache -o -path ./.git -o -path ./bin \) -prune -o -name '*.go' -print0 | xargs -0 gofmt -l)"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The full suite: lint, every test (oracle tools required, never skipped),
+# the race detector on concurrent packages, and a short fuzz of the decoder.
+test: deps lint unit race fuzz-smoke
+
+unit:
+	AOF_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 40m ./...
+
+race:
+	AOF_REQUIRE_TOOLS=1 $(GO) test -race -short -count=1 -timeout 20m $(RACE_PKGS)
+
+fuzz-smoke:
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=15s ./ostree/gvariant
+
+# Longer fuzzing, for developers.
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=5m ./ostree/gvariant
+	$(GO) test -run='^$$' -fuzz=FuzzParseType -fuzztime=1m ./ostree/gvariant
+
+# Side-by-side benchmarks against the reference tools; prints ratios.
+bench:
+	bash scripts/bench-commit.sh
+
+clean:
+	rm -rf bin
