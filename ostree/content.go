@@ -19,6 +19,8 @@ const copyBufSize = 256 << 10
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
+var bufWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 128<<10) }}
+
 // flatePools holds raw-deflate writers per compression level.
 var flatePools sync.Map // int -> *sync.Pool
 
@@ -110,16 +112,17 @@ func (r *Repo) writeContent(h FileHeader, content io.Reader, want *Checksum) (Ch
 	if err != nil {
 		return Checksum{}, err
 	}
-	f, err := r.createTemp()
+	f, err := r.createObjectTemp()
 	if err != nil {
 		return Checksum{}, err
 	}
+	bw := bufWriterPool.Get().(*bufio.Writer)
+	bw.Reset(f)
+	defer func() { bw.Reset(nil); bufWriterPool.Put(bw) }()
 	fail := func(err error) (Checksum, error) {
-		f.Close()
-		os.Remove(f.Name())
+		f.discard()
 		return Checksum{}, err
 	}
-	bw := bufio.NewWriterSize(f, 128<<10)
 	bw.Write(arHdr)
 	s := sha256.New()
 	s.Write(csHdr)
@@ -150,16 +153,11 @@ func (r *Repo) writeContent(h FileHeader, content io.Reader, want *Checksum) (Ch
 	if want != nil && c != *want {
 		return fail(fmt.Errorf("content changed while being stored: expected object %s, got %s", *want, c))
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return Checksum{}, err
-	}
 	if ok, err := r.HasObject(c, ObjectFile); err != nil || ok {
-		os.Remove(f.Name())
+		f.discard()
 		return c, err
 	}
-	if err := r.install(f.Name(), c, ObjectFile); err != nil {
-		os.Remove(f.Name())
+	if err := r.installTemp(f, c, ObjectFile); err != nil {
 		return Checksum{}, fmt.Errorf("write %s.file: %w", c, err)
 	}
 	return c, nil

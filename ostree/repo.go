@@ -46,6 +46,10 @@ type Repo struct {
 
 	dirsMu sync.Mutex
 	dirs   map[string]bool // object fan-out dirs known to exist
+
+	// anonTemp: objects are staged as O_TMPFILE and linked into place
+	// through /proc/self/fd, which must be mounted.
+	anonTemp bool
 }
 
 // Path returns the repository's directory.
@@ -118,7 +122,8 @@ func Open(path string) (*Repo, error) {
 	if _, err := os.Stat(filepath.Join(path, "objects")); err != nil {
 		return nil, fmt.Errorf("%s is not an OSTree repository: %w", path, err)
 	}
-	return &Repo{path: path, mode: mode, level: level, dirs: map[string]bool{}}, nil
+	_, procErr := os.Stat("/proc/self/fd")
+	return &Repo{path: path, mode: mode, level: level, dirs: map[string]bool{}, anonTemp: procErr == nil}, nil
 }
 
 func (r *Repo) requireArchive() error {
@@ -207,20 +212,88 @@ func (r *Repo) createTemp() (*os.File, error) {
 	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
 }
 
+// tempObject is an object being written: an anonymous O_TMPFILE where the
+// filesystem supports it (it vanishes by itself if the writer dies, and no
+// name is created in a shared directory), else a named file in tmp/.
+type tempObject struct {
+	*os.File
+	anonymous bool
+}
+
+func (r *Repo) createObjectTemp() (*tempObject, error) {
+	if r.anonTemp {
+		fd, err := unix.Open(filepath.Join(r.path, "tmp"), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+		if err == nil {
+			return &tempObject{File: os.NewFile(uintptr(fd), filepath.Join(r.path, "tmp", "(anonymous)")), anonymous: true}, nil
+		}
+	}
+	f, err := r.createTemp()
+	if err != nil {
+		return nil, err
+	}
+	return &tempObject{File: f}, nil
+}
+
+// discard drops an unfinished temporary object.
+func (t *tempObject) discard() {
+	t.Close()
+	if !t.anonymous {
+		os.Remove(t.Name())
+	}
+}
+
+// installTemp makes a finished temporary object visible under its name and
+// closes it. An object that appeared meanwhile is kept, not replaced.
+func (r *Repo) installTemp(t *tempObject, c Checksum, typ ObjectType) error {
+	if err := t.Chmod(0o644); err != nil {
+		t.discard()
+		return err
+	}
+	if !t.anonymous {
+		if err := t.Close(); err != nil {
+			os.Remove(t.Name())
+			return err
+		}
+		if err := r.install(t.Name(), c, typ); err != nil {
+			os.Remove(t.Name())
+			return err
+		}
+		return nil
+	}
+	defer t.Close()
+	dst := r.objectPath(c, typ)
+	if err := r.ensureFanout(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", t.Fd()), unix.AT_FDCWD, dst, unix.AT_SYMLINK_FOLLOW)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return &fs.PathError{Op: "link", Path: dst, Err: err}
+	}
+	return nil
+}
+
+func (r *Repo) ensureFanout(dir string) error {
+	r.dirsMu.Lock()
+	known := r.dirs[dir]
+	r.dirsMu.Unlock()
+	if known {
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o775); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	r.dirsMu.Lock()
+	r.dirs[dir] = true
+	r.dirsMu.Unlock()
+	return nil
+}
+
 // install renames a finished temporary file to the object's path.
 func (r *Repo) install(tmp string, c Checksum, t ObjectType) error {
 	dst := r.objectPath(c, t)
 	dir := filepath.Dir(dst)
-	r.dirsMu.Lock()
-	known := r.dirs[dir]
-	r.dirsMu.Unlock()
-	if !known {
-		if err := os.Mkdir(dir, 0o775); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		r.dirsMu.Lock()
-		r.dirs[dir] = true
-		r.dirsMu.Unlock()
+	if err := r.ensureFanout(dir); err != nil {
+		return err
 	}
 	if err := os.Chmod(tmp, 0o644); err != nil {
 		return err
@@ -256,6 +329,20 @@ func (r *Repo) writeMetadataAt(c Checksum, t ObjectType, data []byte, replace bo
 		if ok, err := r.HasObject(c, t); err != nil || ok {
 			return err
 		}
+	}
+	if !replace {
+		f, err := r.createObjectTemp()
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(data); err != nil {
+			f.discard()
+			return fmt.Errorf("write %s.%s: %w", c, t, err)
+		}
+		if err := r.installTemp(f, c, t); err != nil {
+			return fmt.Errorf("write %s.%s: %w", c, t, err)
+		}
+		return nil
 	}
 	f, err := r.createTemp()
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 // compression and no memory.
 const smallFileLimit = 1 << 20
 
+var smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallFileLimit); return &b }}
+
 // WriteStats counts what a tree write did.
 type WriteStats struct {
 	Files          int   // distinct content objects in the tree
@@ -153,7 +155,9 @@ func (r *Repo) storeFile(f *MemFile, inflight *sync.Map) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		data = make([]byte, h.Size)
+		bp := smallBufPool.Get().(*[]byte)
+		defer smallBufPool.Put(bp)
+		data = (*bp)[:h.Size]
 		_, err = io.ReadFull(rc, data)
 		if err == nil {
 			var one [1]byte
