@@ -249,6 +249,11 @@ func readXattrs(p string) ([]Xattr, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(val) == 0 {
+			// ostree commit leaves out xattrs with empty values; so do we,
+			// or the checksums would differ.
+			continue
+		}
 		out = append(out, Xattr{Name: string(name), Value: val})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

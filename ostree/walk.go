@@ -19,8 +19,9 @@ type TreeEntry struct {
 func (e *TreeEntry) IsDir() bool { return e.Meta.Mode&ModeTypeMask == ModeDir }
 
 // Walk visits the entry at p in commit c and, if it is a directory, its
-// children (all descendants when recursive), in sorted order, directories
-// before their contents. Content objects are opened to read their headers.
+// children (all descendants when recursive) in `ostree ls` order: a
+// directory's files sorted by name, then its subdirectories, each followed
+// by its contents. Content objects are opened to read their headers.
 func (r *Repo) Walk(c Checksum, p string, recursive bool, fn func(*TreeEntry) error) error {
 	cm, err := r.ReadCommit(c)
 	if err != nil {
@@ -86,25 +87,21 @@ func (r *Repo) walkDir(p string, tree, meta Checksum, top, recursive bool, fn fu
 	if err != nil {
 		return err
 	}
-	// Merge files and dirs in name order, as ostree ls does.
-	i, j := 0, 0
-	for i < len(dt.Files) || j < len(dt.Dirs) {
-		if j >= len(dt.Dirs) || (i < len(dt.Files) && dt.Files[i].Name < dt.Dirs[j].Name) {
-			e, err := r.fileEntry(path.Join(p, dt.Files[i].Name), dt.Files[i].Checksum)
-			if err != nil {
-				return err
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-			i++
-			continue
+	// Files first, then subdirectories (each followed by its contents), as
+	// ostree ls prints them.
+	for _, f := range dt.Files {
+		e, err := r.fileEntry(path.Join(p, f.Name), f.Checksum)
+		if err != nil {
+			return err
 		}
-		d := dt.Dirs[j]
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	for _, d := range dt.Dirs {
 		if err := r.walkDir(path.Join(p, d.Name), d.Tree, d.Meta, false, recursive, fn); err != nil {
 			return err
 		}
-		j++
 	}
 	return nil
 }

@@ -276,8 +276,8 @@ type CommitOptions struct {
 	// used (as `ostree commit -b` does). Orphan makes a commit without parent.
 	Parent *Checksum
 	Orphan bool
-	// NoBindings leaves out ostree.ref-binding, which `ostree commit -b`
-	// otherwise adds.
+	// NoBindings leaves out ostree.ref-binding, which `ostree commit`
+	// otherwise adds (listing the branch, or empty without one).
 	NoBindings   bool
 	LockTimeout  time.Duration // default 5 minutes, as ostree's lock-timeout-secs
 	WriteOptions WriteTreeOptions
@@ -334,10 +334,14 @@ func (r *Repo) CommitTree(ctx context.Context, root *MemDir, opts CommitOptions)
 		return nil, err
 	}
 	md := append(Metadata(nil), opts.Metadata...)
-	if opts.Branch != "" && !opts.NoBindings {
-		if _, ok := md.Get("ostree.ref-binding"); !ok {
-			md = append(md, MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{opts.Branch})})
+	if !opts.NoBindings {
+		// As ostree commit: always appended (after user metadata, even if
+		// the user supplied the key), an empty list when there is no branch.
+		bound := []string{}
+		if opts.Branch != "" {
+			bound = []string{opts.Branch}
 		}
+		md = append(md, MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", bound)})
 	}
 	ts := opts.Timestamp
 	if ts.IsZero() {

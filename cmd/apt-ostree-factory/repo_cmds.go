@@ -178,7 +178,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				for i, x := range e.Meta.Xattrs {
 					xs[i] = []any{append([]byte(x.Name), 0), x.Value}
 				}
-				line += gvariant.Format(gvariant.MustParseType("a(ayay)"), xs) + " "
+				line += "{ " + gvariant.Format(gvariant.MustParseType("a(ayay)"), xs) + " } "
 			}
 			line += e.Path
 			if e.Symlink != "" {
