@@ -207,6 +207,9 @@ func parseArchiveHeader(b []byte) (FileHeader, int, error) {
 		return FileHeader{}, 0, fmt.Errorf("truncated file header")
 	}
 	n := int(binary.BigEndian.Uint32(b[0:4]))
+	if binary.BigEndian.Uint32(b[4:8]) != 0 {
+		return FileHeader{}, 0, fmt.Errorf("non-zero padding after the header length")
+	}
 	if n > len(b)-8 || n > 1<<20 {
 		return FileHeader{}, 0, fmt.Errorf("file header length %d out of range", n)
 	}
@@ -220,8 +223,8 @@ func parseArchiveHeader(b []byte) (FileHeader, int, error) {
 		FileMeta: FileMeta{UID: be32(f[1].(uint32)), GID: be32(f[2].(uint32)), Mode: be32(f[3].(uint32))},
 		Symlink:  f[5].(string),
 	}
-	if h.Mode&ModeTypeMask == ModeSymlink {
-		h.Size = 0
+	if rdev := f[4].(uint32); rdev != 0 {
+		return FileHeader{}, 0, fmt.Errorf("invalid rdev %d", be32(rdev))
 	}
 	if h.Xattrs, err = xattrsFromValue(f[6]); err != nil {
 		return FileHeader{}, 0, err

@@ -68,6 +68,12 @@ func Init(path string) (*Repo, error) {
 	if err := os.MkdirAll(path, 0o775); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
+	// A writer killed while writing config leaves its temporary file.
+	if stale, _ := filepath.Glob(filepath.Join(path, ".config.tmp-*")); len(stale) > 0 {
+		for _, s := range stale {
+			os.Remove(s)
+		}
+	}
 	config := "[core]\nrepo_version=1\nmode=archive-z2\n"
 	if err := writeFileAtomic(filepath.Join(path, "config"), []byte(config), 0o644); err != nil {
 		return nil, fmt.Errorf("init repository %s: %w", path, err)

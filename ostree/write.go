@@ -150,6 +150,9 @@ func (r *Repo) storeFile(f *MemFile, inflight *sync.Map) (bool, error) {
 		return false, nil
 	}
 	data := f.Data
+	if data == nil && f.Open == nil && h.Size == 0 {
+		data = []byte{}
+	}
 	if data == nil && f.Open != nil && h.Size <= smallFileLimit {
 		rc, err := f.Open()
 		if err != nil {
