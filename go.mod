@@ -7,3 +7,5 @@ require (
 	golang.org/x/sys v0.49.0
 	pault.ag/go/debian v0.21.0
 )
+
+require go.yaml.in/yaml/v3 v3.0.6 // indirect
