@@ -52,7 +52,7 @@ die() {
 }
 
 if [[ $(id -u) -ne 0 ]]; then
-  die "must run as root: mmdebstrap builds the Debian tree in root mode (real ownership, setuid bits, device-free /dev), and both tools must read every file of it. Run: sudo make bench"
+  die "must run as root: mmdebstrap builds the Debian tree in root mode (real ownership and setuid bits, as in an image), and both tools must read every file of it. Run: sudo make bench"
 fi
 
 runs=${BENCH_RUNS:-3}
@@ -164,6 +164,8 @@ run_timed() {
   fi
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f\n", b - a }' >"$dir/wall"
   sed -n 's/^[[:space:]]*Maximum resident set size (kbytes): //p' "$dir/time" >"$dir/rss"
+  # CPU seconds (user + system): less sensitive than wall time to other load.
+  awk -F': ' '/^[[:space:]]*(User|System) time \(seconds\)/ { s += $2 } END { printf "%.2f\n", s }' "$dir/time" >"$dir/cpu"
   # The checksum is the last line of stdout (both tools print it).
   grep -E '^[0-9a-f]{64}$' "$dir/stdout" | tail -n 1 >"$dir/checksum" || true
   [[ -s "$dir/checksum" ]] || {
@@ -177,6 +179,13 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 log "warming the page cache with the tree (both tools then read it from memory; not timed)"
 warm_tree
+
+# Wall times are only meaningful on an otherwise idle machine; say so if not.
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+busy=$(awk -v l="$load_before" -v n="$(nproc)" 'BEGIN { print (l > 0.5 * n) ? 1 : 0 }')
+if ((busy)); then
+  log "WARNING: load average is $load_before on $(nproc) CPUs: other processes compete for the CPUs, wall times will be noisy"
+fi
 
 log "ostree $(ostree --version | sed -n "s/^ *Version: *'\(.*\)'/\1/p"), zlib level $level, timestamp $timestamp, $runs run(s) each, $(nproc) CPUs"
 for ((i = 1; i <= runs; i++)); do
@@ -201,6 +210,7 @@ for ((i = 1; i <= runs; i++)); do
     "$ours" commit --repo="$tmp/ours-repo" --branch="$branch" --subject="$subject" \
     --timestamp="$timestamp" "$tree"
   log "run $i/$runs: ostree $(cat "$tmp/r$i-ostree/wall")s $(cat "$tmp/r$i-ostree/rss")kB, ours $(cat "$tmp/r$i-ours/wall")s $(cat "$tmp/r$i-ours/rss")kB"
+  load_after=$(cut -d' ' -f1 /proc/loadavg)
 done
 
 # ---------------------------------------------------------------------------
@@ -267,6 +277,8 @@ fi
 # Results.
 wall_ostree=$(for ((i = 1; i <= runs; i++)); do cat "$tmp/r$i-ostree/wall"; done | median)
 wall_ours=$(for ((i = 1; i <= runs; i++)); do cat "$tmp/r$i-ours/wall"; done | median)
+cpu_ostree=$(for ((i = 1; i <= runs; i++)); do cat "$tmp/r$i-ostree/cpu"; done | median)
+cpu_ours=$(for ((i = 1; i <= runs; i++)); do cat "$tmp/r$i-ours/cpu"; done | median)
 rss_ostree=$(for ((i = 1; i <= runs; i++)); do cat "$tmp/r$i-ostree/rss"; done | sort -g | tail -n 1)
 rss_ours=$(for ((i = 1; i <= runs; i++)); do cat "$tmp/r$i-ours/rss"; done | sort -g | tail -n 1)
 size_ostree=$(du -sb "$A/objects" | cut -f1)
@@ -283,6 +295,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "inf"; else printf 
 verdict() { awk -v v="$1" -v op="$2" -v lim="$3" 'BEGIN { ok = (op == "<=") ? (v <= lim) : (v < lim); print (ok ? "PASS" : "MISS") }'; }
 
 r_wall=$(ratio "$wall_ours" "$wall_ostree")
+r_cpu=$(ratio "$cpu_ours" "$cpu_ostree")
 r_rss=$(ratio "$rss_ours" "$rss_ostree")
 r_size=$(ratio "$size_ours" "$size_ostree")
 rss_ours_mb=$(awk -v k="$rss_ours" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
@@ -299,7 +312,8 @@ echo "  tree     $((tree_bytes / 1000000)) MB, $tree_files files, $tree_dirs dir
 echo "  mirror   $mirror"
 echo "  setup    archive repositories, zlib level $level, same branch/subject/timestamp;"
 echo "           tree warm in the page cache before every run; sync before every run;"
-echo "           $runs run(s) per tool on fresh repositories, median wall time, max peak RSS; $(nproc) CPUs"
+echo "           $runs run(s) per tool on fresh repositories, median wall time, max peak RSS"
+echo "  machine  $(nproc) CPUs, load average $load_before before the runs, $load_after after$( ((busy)) && echo ' (BUSY: wall times are noisy)')"
 echo "  commit   $ref_ours (identical for ostree and ours)"
 echo "  fsck     ostree fsck of our repository: ok"
 echo "  objects  ostree: $objects_ostree"
@@ -308,14 +322,15 @@ echo
 printf '%-22s %14s %14s %10s   %-24s %s\n' "metric" "ours" "ostree" "ours/ostr" "target" "result"
 printf '%-22s %14s %14s %10s   %-24s %s\n' "----------------------" "--------------" "--------------" "----------" "------------------------" "------"
 printf '%-22s %13ss %13ss %10s   %-24s %s\n' "wall time (median)" "$wall_ours" "$wall_ostree" "$r_wall" "ratio <= 0.333" "$v_wall"
+printf '%-22s %13ss %13ss %10s   %-24s %s\n' "CPU user+sys (median)" "$cpu_ours" "$cpu_ostree" "$r_cpu" "(information)" ""
 printf '%-22s %12sMB %12sMB %10s   %-24s %s\n' "peak RSS (max)" "$rss_ours_mb" "$rss_ostree_mb" "$r_rss" "ours < 300 MB" "$v_rss"
 printf '%-22s %12sMB %12sMB %10s   %-24s %s\n' "repo size (objects/)" "$size_ours_mb" "$size_ostree_mb" "$r_size" "ratio <= 1.05" "$v_size"
 echo
-echo "all runs (wall s / peak RSS kB):"
+echo "all runs (wall / CPU user+sys / peak RSS):"
 for ((i = 1; i <= runs; i++)); do
-  printf '  run %d: ours %8ss %9skB   ostree %8ss %9skB\n' "$i" \
-    "$(cat "$tmp/r$i-ours/wall")" "$(cat "$tmp/r$i-ours/rss")" \
-    "$(cat "$tmp/r$i-ostree/wall")" "$(cat "$tmp/r$i-ostree/rss")"
+  printf '  run %d: ours %8ss %7ss %7skB   ostree %8ss %7ss %7skB\n' "$i" \
+    "$(cat "$tmp/r$i-ours/wall")" "$(cat "$tmp/r$i-ours/cpu")" "$(cat "$tmp/r$i-ours/rss")" \
+    "$(cat "$tmp/r$i-ostree/wall")" "$(cat "$tmp/r$i-ostree/cpu")" "$(cat "$tmp/r$i-ostree/rss")"
 done
 echo
 echo "PASS: results verified (same commit checksum, fsck ok); targets: time $v_wall, memory $v_rss, size $v_size"

@@ -71,6 +71,7 @@ if [[ -r /usr/share/distro-info/debian.csv ]]; then
 fi
 os_codename=''
 if [[ -r /etc/os-release ]]; then
+  # shellcheck source=/dev/null
   os_codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   [[ -n "$os_codename" ]] && codenames+="$os_codename "
 fi
