@@ -75,6 +75,7 @@ type Package struct {
 	Architecture  string // e.g. amd64, arm64, all
 	MultiArch     string // "", "same", "foreign" or "allowed"
 	Essential     bool
+	Important     bool   // "Important: yes" or "Protected: yes"; apt prefers such providers
 	Priority      string // required, important, standard, optional, extra
 	Section       string
 	SourcePackage string // the source package's name (Source field, or Name)
