@@ -21,8 +21,6 @@ import (
 	"github.com/apt-ostree/apt-ostree-factory/apt"
 )
 
-// Variants accepted for the base package set, as mmdebstrap names them.
-var Variants = []string{"essential", "minbase", "required", "important", "standard"}
 
 // Recipe is a decoded, validated recipe.
 type Recipe struct {
@@ -165,7 +163,7 @@ func (v *validator) check(r *Recipe) error {
 		add(nil, "missing required field \"name\"")
 	}
 	if !validVariant(r.Variant) {
-		add([]any{"variant"}, "unknown variant %q (one of %s)", r.Variant, strings.Join(Variants, ", "))
+		add([]any{"variant"}, "unknown variant %q (one of %s)", r.Variant, strings.Join(apt.Variants[1:], ", "))
 	}
 	if len(r.Sources) == 0 {
 		add(nil, "missing required field \"sources\" (at least one archive)")
@@ -205,7 +203,7 @@ func (v *validator) check(r *Recipe) error {
 }
 
 func validVariant(v string) bool {
-	for _, x := range Variants {
+	for _, x := range apt.Variants {
 		if v == x {
 			return true
 		}
@@ -258,4 +256,15 @@ func yamlError(file string, err error) error {
 		}
 	}
 	return errors.Join(out...)
+}
+
+// AptRequest is the resolver request the recipe describes.
+func (r *Recipe) AptRequest() apt.Request {
+	return apt.Request{
+		Architecture: r.Architecture,
+		Variant:      r.Variant,
+		Packages:     r.Packages,
+		Excludes:     r.Excludes,
+		Recommends:   r.Recommends,
+	}
 }

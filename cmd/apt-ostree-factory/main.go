@@ -29,11 +29,13 @@ var commands = []command{
 	{"log", "show a branch's history", runLog},
 	{"checkout", "write a commit's tree to a new directory", runCheckout},
 	{"fsck", "verify every object of a repository", runFsck},
+	{"resolve", "resolve a recipe's packages against its archives and write a lock file", runResolve},
+	{"fetch", "download a recipe's or lock file's .debs into the verified cache", runFetch},
 }
 
 // notYet lists subcommands that are planned but not implemented, so the
 // help does not pretend they work.
-var notYet = []string{"build", "resolve", "fetch", "image", "sign", "delta", "publish"}
+var notYet = []string{"build", "image", "sign", "delta", "publish"}
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: apt-ostree-factory COMMAND [OPTIONS] [ARGS]\n\nCommands:\n")
