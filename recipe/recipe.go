@@ -21,7 +21,6 @@ import (
 	"github.com/apt-ostree/apt-ostree-factory/apt"
 )
 
-
 // Recipe is a decoded, validated recipe.
 type Recipe struct {
 	// Name identifies the product; used in messages and defaults.
