@@ -40,6 +40,7 @@ fuzz:
 
 # Side-by-side benchmarks against the reference tools; prints ratios.
 bench:
+	bash scripts/bench-resolve.sh
 	bash scripts/bench-commit.sh
 
 clean:
