@@ -35,29 +35,13 @@ func (r *Repo) Checkout(ctx context.Context, c Checksum, dest string, opts Check
 	if _, err := os.Lstat(dest); err == nil {
 		return fmt.Errorf("checkout destination %s already exists", dest)
 	}
-	cm, err := r.ReadCommit(c)
+	sub := path.Clean("/" + opts.Subpath)
+	tree, meta, file, err := r.lookup(c, sub)
 	if err != nil {
 		return err
 	}
-	tree, meta := cm.RootTree, cm.RootMeta
-	sub := path.Clean("/" + opts.Subpath)
-	if sub != "/" {
-		for _, name := range splitPath(sub) {
-			dt, err := r.ReadDirTree(tree)
-			if err != nil {
-				return err
-			}
-			found := false
-			for _, d := range dt.Dirs {
-				if d.Name == name {
-					tree, meta, found = d.Tree, d.Meta, true
-					break
-				}
-			}
-			if !found {
-				return fmt.Errorf("commit %s has no directory %s", c, sub)
-			}
-		}
+	if file != nil {
+		return fmt.Errorf("commit %s: %s is not a directory", c, sub)
 	}
 	parent := filepath.Dir(filepath.Clean(dest))
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".checkout-")

@@ -3,6 +3,7 @@ package ostree
 import (
 	"fmt"
 	"path"
+	"sort"
 )
 
 // TreeEntry is one path of a committed tree, as listed by Walk.
@@ -23,35 +24,10 @@ func (e *TreeEntry) IsDir() bool { return e.Meta.Mode&ModeTypeMask == ModeDir }
 // directory's files sorted by name, then its subdirectories, each followed
 // by its contents. Content objects are opened to read their headers.
 func (r *Repo) Walk(c Checksum, p string, recursive bool, fn func(*TreeEntry) error) error {
-	cm, err := r.ReadCommit(c)
+	p = path.Clean("/" + p)
+	tree, meta, file, err := r.lookup(c, p)
 	if err != nil {
 		return err
-	}
-	p = path.Clean("/" + p)
-	tree, meta := cm.RootTree, cm.RootMeta
-	var file *Checksum
-	for _, name := range splitPath(p) {
-		if file != nil {
-			return fmt.Errorf("%s: not a directory in commit %s", p, c)
-		}
-		dt, err := r.ReadDirTree(tree)
-		if err != nil {
-			return err
-		}
-		found := false
-		for _, d := range dt.Dirs {
-			if d.Name == name {
-				tree, meta, found = d.Tree, d.Meta, true
-			}
-		}
-		for i := range dt.Files {
-			if dt.Files[i].Name == name {
-				file, found = &dt.Files[i].Checksum, true
-			}
-		}
-		if !found {
-			return fmt.Errorf("%s: no such file or directory in commit %s", p, c)
-		}
 	}
 	if file != nil {
 		e, err := r.fileEntry(p, *file)
@@ -104,4 +80,34 @@ func (r *Repo) walkDir(p string, tree, meta Checksum, top, recursive bool, fn fu
 		}
 	}
 	return nil
+}
+
+// lookup finds path p (absolute, clean) in commit c: a directory's dirtree
+// and dirmeta, or a file's content checksum (file non-nil). Dirtrees are
+// sorted, so entries are found by binary search.
+func (r *Repo) lookup(c Checksum, p string) (tree, meta Checksum, file *Checksum, err error) {
+	cm, err := r.ReadCommit(c)
+	if err != nil {
+		return tree, meta, nil, err
+	}
+	tree, meta = cm.RootTree, cm.RootMeta
+	for _, name := range splitPath(p) {
+		if file != nil {
+			return tree, meta, nil, fmt.Errorf("%s: not a directory in commit %s", p, c)
+		}
+		dt, err := r.ReadDirTree(tree)
+		if err != nil {
+			return tree, meta, nil, err
+		}
+		if i := sort.Search(len(dt.Dirs), func(i int) bool { return dt.Dirs[i].Name >= name }); i < len(dt.Dirs) && dt.Dirs[i].Name == name {
+			tree, meta = dt.Dirs[i].Tree, dt.Dirs[i].Meta
+			continue
+		}
+		if i := sort.Search(len(dt.Files), func(i int) bool { return dt.Files[i].Name >= name }); i < len(dt.Files) && dt.Files[i].Name == name {
+			file = &dt.Files[i].Checksum
+			continue
+		}
+		return tree, meta, nil, fmt.Errorf("%s: no such file or directory in commit %s", p, c)
+	}
+	return tree, meta, file, nil
 }

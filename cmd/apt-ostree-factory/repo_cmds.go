@@ -27,6 +27,16 @@ func openRepo(repo string) (*ostree.Repo, error) {
 	return ostree.Open(repo)
 }
 
+// openRev opens a repository and resolves a revision in it.
+func openRev(repoPath, rev string) (*ostree.Repo, ostree.Checksum, error) {
+	repo, err := openRepo(repoPath)
+	if err != nil {
+		return nil, ostree.Checksum{}, err
+	}
+	c, err := repo.ResolveRev(rev)
+	return repo, c, err
+}
+
 func runCommit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("commit", "--repo=REPO --branch=BRANCH [OPTIONS] DIR", stderr)
 	repoPath := fs.String("repo", "", "repository path; created in archive-z2 mode if missing")
@@ -152,11 +162,7 @@ func runLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	repo, err := openRepo(*repoPath)
-	if err != nil {
-		return err
-	}
-	c, err := repo.ResolveRev(pos[0])
+	repo, c, err := openRev(*repoPath, pos[0])
 	if err != nil {
 		return err
 	}
@@ -221,11 +227,7 @@ func runShow(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	repo, err := openRepo(*repoPath)
-	if err != nil {
-		return err
-	}
-	c, err := repo.ResolveRev(pos[0])
+	repo, c, err := openRev(*repoPath, pos[0])
 	if err != nil {
 		return err
 	}
@@ -294,11 +296,7 @@ func runLog(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	repo, err := openRepo(*repoPath)
-	if err != nil {
-		return err
-	}
-	c, err := repo.ResolveRev(pos[0])
+	repo, c, err := openRev(*repoPath, pos[0])
 	if err != nil {
 		return err
 	}
@@ -331,11 +329,7 @@ func runCheckout(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	repo, err := openRepo(*repoPath)
-	if err != nil {
-		return err
-	}
-	c, err := repo.ResolveRev(pos[0])
+	repo, c, err := openRev(*repoPath, pos[0])
 	if err != nil {
 		return err
 	}
