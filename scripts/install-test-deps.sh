@@ -13,7 +13,7 @@ need=(
   "xz:xz-utils"
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  need+=("mmdebstrap:mmdebstrap" "/usr/bin/time:time")
+  need+=("mmdebstrap:mmdebstrap" "/usr/bin/time:time" "bc:bc")
 fi
 
 missing=()
