@@ -80,8 +80,8 @@ func readAllSized(r io.Reader) ([]byte, error) {
 	}
 	buf := make([]byte, size)
 	n, err := io.ReadFull(r, buf)
-	if err == io.ErrUnexpectedEOF {
-		return buf[:n], nil // shrank while we read
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		return buf[:n], nil // shorter than announced (e.g. a file read from an offset)
 	}
 	if err != nil {
 		return nil, err
@@ -198,6 +198,8 @@ const (
 	fReplaces
 	fImportant
 	fProtected
+	fSuggests
+	fEnhances
 
 	fIgnored uint32 = 1 << 31 // a field the factory does not use
 )
@@ -402,6 +404,10 @@ func (p *packagesParser) field(key, val []byte) error {
 		return p.startRelation("Depends", &c.Depends, val)
 	case fRecommends:
 		return p.startRelation("Recommends", &c.Recommends, val)
+	case fSuggests:
+		return p.startRelation("Suggests", &c.Suggests, val)
+	case fEnhances:
+		return p.startRelation("Enhances", &c.Enhances, val)
 	case fConflicts:
 		return p.startRelation("Conflicts", &c.Conflicts, val)
 	case fBreaks:
@@ -452,6 +458,10 @@ func fieldBit(key []byte) uint32 {
 		return fDepends
 	case "Recommends":
 		return fRecommends
+	case "Suggests":
+		return fSuggests
+	case "Enhances":
+		return fEnhances
 	case "Conflicts":
 		return fConflicts
 	case "Breaks":
@@ -462,7 +472,7 @@ func fieldBit(key []byte) uint32 {
 		return fReplaces
 	// Frequent fields the factory ignores: answer before the
 	// case-insensitive retry.
-	case "Description", "Description-md5", "Maintainer", "Homepage", "MD5sum", "Tag", "Suggests", "Enhances", "Built-Using":
+	case "Description", "Description-md5", "Maintainer", "Homepage", "MD5sum", "Tag", "Built-Using":
 		return fIgnored
 	}
 	return 0
@@ -486,6 +496,8 @@ var fieldBits = map[string]uint32{
 	"Pre-Depends":    fPreDepends,
 	"Depends":        fDepends,
 	"Recommends":     fRecommends,
+	"Suggests":       fSuggests,
+	"Enhances":       fEnhances,
 	"Conflicts":      fConflicts,
 	"Breaks":         fBreaks,
 	"Provides":       fProvides,

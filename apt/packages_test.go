@@ -3,6 +3,7 @@ package apt
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -28,6 +29,8 @@ Pre-Depends: libc6 (>= 2.34)
 Depends: libbar2 (>= 2.0) | libbaz, libc6:any,
  zlib1g (>= 1:1.2.0)
 Recommends: foo-data
+Suggests: foo-doc
+Enhances: bar
 Conflicts: libfoo0 (<< 1.0)
 Breaks: oldfoo (<= 0.9)
 Provides: libfoo (= 1:1.2-3+b1), foo-virtual
@@ -84,6 +87,8 @@ func TestParsePackages(t *testing.T) {
 	check("PreDepends", p.PreDepends.String(), "libc6 (>= 2.34)")
 	check("Depends", p.Depends.String(), "libbar2 (>= 2.0) | libbaz, libc6:any, zlib1g (>= 1:1.2.0)")
 	check("Recommends", p.Recommends.String(), "foo-data")
+	check("Suggests", p.Suggests.String(), "foo-doc")
+	check("Enhances", p.Enhances.String(), "bar")
 	check("Conflicts", p.Conflicts.String(), "libfoo0 (<< 1.0)")
 	check("Breaks", p.Breaks.String(), "oldfoo (<= 0.9)")
 	check("Provides", p.Provides.String(), "libfoo (= 1:1.2-3+b1), foo-virtual")
@@ -295,7 +300,7 @@ func TestParsePackagesRealIndex(t *testing.T) {
 		if p.SHA256 == "" || p.Filename == "" || p.Size == 0 {
 			noSHA++
 		}
-		for _, d := range []dependency.Dependency{p.PreDepends, p.Depends, p.Recommends, p.Conflicts, p.Breaks, p.Provides, p.Replaces} {
+		for _, d := range []dependency.Dependency{p.PreDepends, p.Depends, p.Recommends, p.Suggests, p.Enhances, p.Conflicts, p.Breaks, p.Provides, p.Replaces} {
 			for _, r := range d.Relations {
 				if len(r.Possibilities) == 0 {
 					t.Fatalf("%s: empty relation in %q", p.Name, d.String())
@@ -345,7 +350,7 @@ func TestQuickRelationMatchesPaultAg(t *testing.T) {
 				continue
 			}
 			switch string(line[:i]) {
-			case "Depends", "Pre-Depends", "Recommends", "Conflicts", "Breaks", "Provides", "Replaces":
+			case "Depends", "Pre-Depends", "Recommends", "Suggests", "Enhances", "Conflicts", "Breaks", "Provides", "Replaces":
 			default:
 				continue
 			}
@@ -377,4 +382,65 @@ func TestQuickRelationMatchesPaultAg(t *testing.T) {
 		}
 	}
 	t.Logf("%d relations went to pault.ag's parser", fallbacks)
+}
+
+// FuzzParsePackages: any input parses or fails with an error, never a
+// panic, and what parses has the required fields.
+func FuzzParsePackages(f *testing.F) {
+	f.Add(sampleStanzas)
+	f.Add("Package: a\nVersion: 1\nArchitecture: all\nDepends: b (>= 1) | c:any, d [amd64]\n")
+	f.Add("Package: a\nVersion: 1:2-3\nArchitecture: amd64\nProvides: x (= 1)\nConflicts: y (<< 2)\n\n\nPackage: b\n")
+	f.Fuzz(func(t *testing.T, in string) {
+		pkgs, err := ParsePackages(strings.NewReader(in), nil)
+		if err != nil {
+			return
+		}
+		for _, p := range pkgs {
+			if p.Name == "" || p.Architecture == "" || p.Version.Version == "" {
+				t.Fatalf("incomplete package %+v", p)
+			}
+		}
+	})
+}
+
+func TestParsePackagesFromFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Packages")
+	if err := os.WriteFile(path, []byte(sampleStanzas), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pkgs, err := ParsePackages(f, nil)
+	if err != nil || len(pkgs) != 2 {
+		t.Fatalf("%d packages, %v", len(pkgs), err)
+	}
+	// At the end of the file: nothing left, no error.
+	pkgs, err = ParsePackages(f, nil)
+	if err != nil || len(pkgs) != 0 {
+		t.Fatalf("second read: %d packages, %v", len(pkgs), err)
+	}
+	// Split into chunks (as for a large index) without losing or
+	// duplicating stanzas, with CRLF line endings too.
+	var big strings.Builder
+	for i := 0; i < 20000; i++ {
+		fmt.Fprintf(&big, "Package: p%d\nVersion: 1\nArchitecture: all\nDepends: p%d\nDescription: x\n %s\n\n", i, i+1, strings.Repeat("y", 80))
+	}
+	for _, text := range []string{big.String(), strings.ReplaceAll(big.String(), "\n", "\r\n")} {
+		pkgs, err = ParsePackages(strings.NewReader(text), nil)
+		if err != nil || len(pkgs) != 20000 {
+			t.Fatalf("%d packages, %v", len(pkgs), err)
+		}
+		for i, p := range pkgs {
+			if p.Name != fmt.Sprintf("p%d", i) {
+				t.Fatalf("package %d is %s", i, p.Name)
+			}
+		}
+	}
+	_, err = ParsePackages(strings.NewReader(big.String()+"Package: bad\nVersion: x\nArchitecture: all\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "stanza at line 140001") {
+		t.Fatalf("error in the last chunk: %v", err)
+	}
 }

@@ -1,6 +1,7 @@
 package apt
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -118,21 +119,66 @@ const maxSteps = 2_000_000
 //     architecture, and "name:any" by Multi-Arch: allowed packages. Two
 //     architectures of a package are only co-installable when both are
 //     Multi-Arch: same at the same version.
+//   - Like apt, when a package's own Conflicts or Breaks hit a package
+//     chosen earlier as a dependency, the earlier one is unmarked (unless
+//     it is requested, installed by the first stage, or the only way to
+//     satisfy a relation of such a package); the relations it satisfied
+//     are then satisfied again, alternatives in order (apt's problem
+//     resolver, in its simple cases), and, as apt's autoremover does for
+//     new installs, packages nothing reaches any more are dropped.
 //
-// Where apt's greedy marking would leave a broken state for its problem
-// resolver to fix (a chosen alternative that conflicts with something
-// chosen later), Solve backtracks instead: it takes the next alternative
-// at the latest choice that caused the conflict (conflict-directed
-// backjumping), so it finds a solution whenever one exists with
-// candidates only. On the requests apt handles without its problem
-// resolver the result is the same set apt installs.
+// Where apt's greedy marking leaves a broken state (a package chosen
+// later that an earlier choice's Conflicts or Breaks hit), Solve backtracks: it takes
+// the next alternative at the latest choice that caused the conflict
+// (conflict-directed backjumping). If following apt's unmarking leads to
+// no solution, Solve searches again without it. So it finds a solution
+// whenever one exists with candidates only, also where apt's resolver
+// gives up ("pkgProblemResolver::Resolve generated breaks"). On requests
+// that apt resolves without its problem resolver the result is the set
+// apt installs; where apt needs the resolver (rare without Recommends),
+// results can differ.
 func Solve(universe []*Package, req Request) (*Solution, error) {
 	s, err := newSolver(universe, req)
 	if err != nil {
 		return nil, err
 	}
+	s.evictions = true
+	sol, err := s.solve()
+	if s.evicted == 0 || err == nil && s.consistent() {
+		return sol, err
+	}
+	// Following apt's evictions led nowhere: search without them, which
+	// finds a solution whenever there is one.
+	s, err = newSolver(universe, req)
+	if err != nil {
+		return nil, err
+	}
 	return s.solve()
 }
+
+// consistent reports whether the chosen set is closed under Pre-Depends
+// and Depends and free of conflicts; a safety net after evictions.
+func (s *solver) consistent() bool {
+	for _, n := range s.chosen() {
+		for _, g := range n.groups {
+			if !g.optional && !s.satisfied(g) {
+				return false
+			}
+		}
+		n.selected = false
+		s.removeIndexes(n)
+		_, why := s.incompatible(n)
+		s.addIndexes(n)
+		n.selected = true
+		if why != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// errEmulation: apt's way of repairing after an eviction did not work out.
+var errEmulation = errors.New("repairing relations broken by a conflict did not converge")
 
 // variantPlan returns the stage-1 and stage-2 base selections of a variant.
 func variantPlan(v string) (essential, apt bool, priorities []string, extra []string, err error) {
@@ -174,11 +220,14 @@ type node struct {
 	provBuilt bool
 
 	// search state
-	selected bool
-	level    int       // choice point that selected it; -1 for the roots
-	parent   *node     // whose relation pulled it in; nil for roots
-	via      *relGroup // that relation
-	root     string    // for roots: why ("requested", "variant minbase: ...")
+	selected   bool
+	protected  bool        // apt would not unmark it for a later conflict
+	installed  bool        // chosen by an earlier stage
+	markGroups []*relGroup // relations apt's autoremover follows
+	level      int         // choice point that selected it; -1 for the roots
+	parent     *node       // whose relation pulled it in; nil for roots
+	via        *relGroup   // that relation
+	root       string      // for roots: why ("requested", "variant minbase: ...")
 }
 
 func (n *node) String() string { return n.name + ":" + n.arch }
@@ -203,6 +252,7 @@ type atom struct {
 	qual     string // "", "any" or an architecture
 	ver      *version.Version
 	fromArch string
+	bad      bool    // the version cannot be parsed
 	sats     []*node // satisfiers in apt's order of preference
 }
 
@@ -230,6 +280,11 @@ type solver struct {
 	provs    map[string][]provEntry
 	exclude  map[string]bool // "name" or "name:arch"
 	satMemo  map[satKey][]*node
+	// evictions lets a package chosen later unmark an earlier automatic
+	// choice it conflicts with, as apt does (see evictFor); evicted
+	// counts how often that happened.
+	evictions bool
+	evicted   int
 	// independentStages resolves the second stage as if the first had
 	// installed nothing, as `mmdebstrap --simulate` does (its second apt
 	// run sees an empty status file); the live test compares with that.
@@ -239,7 +294,7 @@ type solver struct {
 	// search state
 	top      *frame
 	points   []*choicePoint
-	trail    []*node
+	trail    []event                // changes of the chosen set, undone by backtracking
 	selName  map[string][]*node     // selected nodes by name
 	selProv  map[string][]provEntry // selected providers by provided name
 	selNegs  map[string][]negEntry  // negative relations of selected nodes by target name
@@ -427,12 +482,10 @@ func priorityEnum(p string) int {
 // cache generator creates packages while reading the indexes. A stanza
 // creates its own package, then the targets of Pre-Depends, Depends,
 // Conflicts and Breaks (negative relations only when nothing of that name
-// exists yet), Recommends, Replaces, then Provides. apt iterates pattern
-// matches (e.g. ?essential) in this order and breaks ties between
-// providers by it. (apt also creates packages named only in Suggests and
-// Enhances, which Package does not carry; that can move a package first
-// named there.) Only the relative order of the nodes matters, so one scan
-// numbers the first mentions of the wanted names.
+// exists yet), Recommends, Suggests, Replaces, Enhances, then Provides.
+// apt iterates pattern matches (e.g. ?essential) in this order and breaks
+// ties between providers by it. Only the relative order of the nodes
+// matters, so one scan numbers the first mentions of the wanted names.
 func (s *solver) ensureIDs(ns []*node) {
 	want := map[pkgKey]*node{}
 	for _, n := range ns {
@@ -522,7 +575,9 @@ func (s *solver) ensureIDs(ns []*node) {
 		negative(p.Conflicts)
 		negative(p.Breaks)
 		positive(p.Recommends)
+		positive(p.Suggests)
 		negative(p.Replaces)
+		positive(p.Enhances)
 		for _, r := range p.Provides.Relations {
 			for _, poss := range r.Possibilities {
 				if !wantName[poss.Name] {
@@ -883,30 +938,29 @@ func (s *solver) solve() (*Solution, error) {
 	}
 	if s.independentStages {
 		s.stageOf = map[*node]int{}
-		for _, n := range s.trail {
-			s.stageOf[n] = 1
-		}
-		first := append([]*node(nil), s.trail...)
+		first := s.chosen()
 		type why struct {
 			parent *node
 			via    *relGroup
 		}
 		whys := make([]why, len(first))
 		for i, n := range first {
+			s.stageOf[n] = 1
 			whys[i] = why{n.parent, n.via}
+			n.installed, n.protected = false, false
 		}
 		s.undoTo(0)
 		if err := s.stage(stage2, labels); err != nil {
 			return nil, err
 		}
-		for _, n := range s.trail {
+		for _, n := range s.chosen() {
 			s.stageOf[n] |= 2
 		}
 		for i, n := range first {
 			if !n.selected {
 				n.selected = true
 				n.parent, n.via = whys[i].parent, whys[i].via
-				s.trail = append(s.trail, n)
+				s.trail = append(s.trail, event{n: n})
 			}
 		}
 		return s.solution(), nil
@@ -941,23 +995,35 @@ func (s *solver) stage(roots []*node, labels []string) error {
 		s.selectNode(n, -1, nil, nil)
 		n.root = labels[i]
 	}
+	for _, n := range todo {
+		s.protect(n)
+	}
 	for i := len(todo) - 1; i >= 0; i-- {
 		s.push(todo[i])
 	}
 	if err := s.run(); err != nil {
 		return err
 	}
+	if s.evicted > 0 {
+		if err := s.repair(); err != nil {
+			return err
+		}
+		s.sweep(todo)
+	}
 	// What this stage chose is installed now: no later choice can undo it.
-	for _, n := range s.trail {
+	for _, n := range s.chosen() {
 		n.level = -1
+		n.installed = true
+		n.protected = true
 	}
 	s.points = nil
 	return nil
 }
 
 func (s *solver) solution() *Solution {
-	sol := &Solution{Reasons: make(map[*Package]string, len(s.trail))}
-	for _, n := range s.trail {
+	chosen := s.chosen()
+	sol := &Solution{Reasons: make(map[*Package]string, len(chosen))}
+	for _, n := range chosen {
 		sol.Packages = append(sol.Packages, n.pkg)
 		if n.parent == nil {
 			sol.Reasons[n.pkg] = n.root

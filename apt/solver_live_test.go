@@ -89,13 +89,14 @@ func compareWithMmdebstrap(t *testing.T, mirror, suite, arch string, includes []
 		t.Fatal(err)
 	}
 	s.independentStages = true
+	s.evictions = true
 	simSol, err := s.solve()
 	if err != nil {
 		t.Fatalf("Solve (independent stages): %v", err)
 	}
 	var ourStages [2]map[string]string
 	ourStages[0], ourStages[1] = map[string]string{}, map[string]string{}
-	for _, n := range s.trail {
+	for _, n := range s.chosen() {
 		for i := 0; i < 2; i++ {
 			if s.stageOf[n]&(1<<i) != 0 {
 				ourStages[i][n.name] = n.pkg.Version.String()

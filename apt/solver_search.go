@@ -15,10 +15,12 @@ import (
 // persistent stack of frames) so that a choice point can save and restore
 // the rest of the walk in O(1).
 
-// frame is "process relation group i of n next".
+// frame is "process relation group i of n next" (and the following ones,
+// unless only).
 type frame struct {
 	n    *node
 	i    int
+	only bool
 	next *frame
 }
 
@@ -32,16 +34,38 @@ type choicePoint struct {
 	trailLen int
 	agenda   *frame       // the walk to resume after this group
 	culprits map[int]bool // choice points that made candidates fail
-	notes    []string     // why each tried candidate failed
+	notes    []why        // why each tried candidate failed
 }
 
 // failure explains why a relation group cannot be satisfied and which
 // earlier choices (levels) are to blame.
 type failure struct {
 	levels map[int]bool
-	owner  *node
-	group  *relGroup
-	reason string
+	why    why
+}
+
+// why is an explanation: the chain of packages from a requested one to
+// the relation that failed, and what failed.
+type why struct {
+	chain []string
+	text  string
+}
+
+// relVerb turns a relation field into a verb: "depends on", "conflicts with".
+func relVerb(kind string) string {
+	switch kind {
+	case "Pre-Depends":
+		return "pre-depends on"
+	case "Depends":
+		return "depends on"
+	case "Recommends":
+		return "recommends"
+	case "Conflicts":
+		return "conflicts with"
+	case "Breaks":
+		return "breaks"
+	}
+	return strings.ToLower(kind)
 }
 
 // prepare computes a node's relations and provides on first use.
@@ -51,35 +75,10 @@ func (s *solver) prepare(n *node) {
 	}
 	n.built = true
 	p := n.pkg
-	add := func(kind string, d dependency.Dependency, optional bool) {
-		for _, r := range d.Relations {
-			g := &relGroup{kind: kind, optional: optional}
-			var text []string
-			for _, poss := range r.Possibilities {
-				if !archListOK(poss, n.arch) {
-					continue
-				}
-				a := &atom{poss: poss, qual: s.resolveQual(archQualifier(poss)), fromArch: n.arch}
-				if poss.Version != nil {
-					v, err := version.Parse(strings.TrimSpace(poss.Version.Number))
-					if err == nil {
-						a.ver = &v
-					}
-				}
-				g.atoms = append(g.atoms, a)
-				text = append(text, possString(poss))
-			}
-			if len(g.atoms) == 0 {
-				continue
-			}
-			g.text = strings.Join(text, " | ")
-			n.groups = append(n.groups, g)
-		}
-	}
-	add("Pre-Depends", p.PreDepends, false)
-	add("Depends", p.Depends, false)
+	n.groups = append(n.groups, s.relGroups(n, "Pre-Depends", p.PreDepends, false)...)
+	n.groups = append(n.groups, s.relGroups(n, "Depends", p.Depends, false)...)
 	if s.req.Recommends {
-		add("Recommends", p.Recommends, true)
+		n.groups = append(n.groups, s.relGroups(n, "Recommends", p.Recommends, true)...)
 	}
 	for _, f := range []struct {
 		kind string
@@ -89,15 +88,47 @@ func (s *solver) prepare(n *node) {
 			for _, poss := range r.Possibilities {
 				nr := negRel{kind: f.kind, poss: poss, qual: s.resolveQual(archQualifier(poss))}
 				if poss.Version != nil {
-					if v, err := version.Parse(strings.TrimSpace(poss.Version.Number)); err == nil {
-						nr.ver = &v
+					v, err := version.Parse(strings.TrimSpace(poss.Version.Number))
+					if err != nil {
+						continue // a conflict we cannot read matches nothing
 					}
+					nr.ver = &v
 				}
 				n.negs = append(n.negs, nr)
 			}
 		}
 	}
 	s.prepareProvides(n)
+}
+
+// relGroups turns a relation field of n into groups of alternatives.
+func (s *solver) relGroups(n *node, kind string, d dependency.Dependency, optional bool) []*relGroup {
+	var out []*relGroup
+	for _, r := range d.Relations {
+		g := &relGroup{kind: kind, optional: optional}
+		var text []string
+		for _, poss := range r.Possibilities {
+			if !archListOK(poss, n.arch) {
+				continue
+			}
+			a := &atom{poss: poss, qual: s.resolveQual(archQualifier(poss)), fromArch: n.arch}
+			if poss.Version != nil {
+				v, err := version.Parse(strings.TrimSpace(poss.Version.Number))
+				if err != nil {
+					a.bad = true // nothing satisfies a relation we cannot read
+				}
+				a.ver = &v
+			}
+			g.atoms = append(g.atoms, a)
+			text = append(text, possString(poss))
+		}
+		if len(g.atoms) == 0 {
+			continue
+		}
+		g.text = strings.Join(text, " | ")
+		out = append(out, g)
+	}
+	return out
 }
 
 func (s *solver) prepareProvides(n *node) {
@@ -244,6 +275,10 @@ func (s *solver) satisfiers(a *atom) []*node {
 		return sats
 	}
 	op := key.op
+	if a.bad {
+		a.sats = []*node{}
+		return a.sats
+	}
 	var out []*node
 	seen := map[*node]bool{}
 	add := func(n *node) {
@@ -427,12 +462,12 @@ func (s *solver) incompatible(n *node) (*node, string) {
 		r := &n.negs[i]
 		for _, m := range s.selName[r.poss.Name] {
 			if s.negMatches(n, r, m) {
-				return m, fmt.Sprintf("%s %s %s", s.label(n), strings.ToLower(r.kind), s.describeClash(r, m))
+				return m, fmt.Sprintf("%s %s %s", s.label(n), relVerb(r.kind), s.describeClash(r, m))
 			}
 		}
 		for _, pe := range s.selProv[r.poss.Name] {
 			if s.negMatches(n, r, pe.n) {
-				return pe.n, fmt.Sprintf("%s %s %s", s.label(n), strings.ToLower(r.kind), s.describeClash(r, pe.n))
+				return pe.n, fmt.Sprintf("%s %s %s", s.label(n), relVerb(r.kind), s.describeClash(r, pe.n))
 			}
 		}
 	}
@@ -444,7 +479,7 @@ func (s *solver) incompatible(n *node) (*node, string) {
 	for _, name := range names {
 		for _, ne := range s.selNegs[name] {
 			if s.negMatches(ne.owner, ne.rel, n) {
-				return ne.owner, fmt.Sprintf("%s %s %s", s.label(ne.owner), strings.ToLower(ne.rel.kind), s.describeClash(ne.rel, n))
+				return ne.owner, fmt.Sprintf("%s %s %s", s.label(ne.owner), relVerb(ne.rel.kind), s.describeClash(ne.rel, n))
 			}
 		}
 	}
@@ -462,12 +497,13 @@ func (s *solver) describeClash(r *negRel, m *node) string {
 	return fmt.Sprintf("%s (provided by %s)", rel, s.label(m))
 }
 
-// statically reports why n can never be installed, whatever else is
+// staticProblem reports why n can never be installed, whatever else is
 // chosen: apt's IsInstallOkDependenciesSatisfiableByCandidates, which
-// refuses a package when a critical relation has no candidate at all.
-func (s *solver) staticProblem(n *node) string {
+// refuses a package when a critical relation has no candidate at all. It
+// returns the relation and the explanation.
+func (s *solver) staticProblem(n *node) (*relGroup, string) {
 	if n.excluded {
-		return s.label(n) + " is excluded"
+		return nil, s.label(n) + " is excluded"
 	}
 	s.prepare(n)
 	for _, g := range n.groups {
@@ -482,10 +518,21 @@ func (s *solver) staticProblem(n *node) string {
 			}
 		}
 		if !ok {
-			return fmt.Sprintf("%s %s %s, but %s", s.label(n), strings.ToLower(g.kind), g.text, s.whyNoCandidate(g))
+			return g, fmt.Sprintf("%s %s %s, but %s", s.label(n), relVerb(g.kind), g.text, s.whyNoCandidate(g))
 		}
 	}
-	return ""
+	return nil, ""
+}
+
+// event is one change of the chosen set, so that backtracking can undo
+// it: a node chosen, or a chosen node evicted (see evict).
+type event struct {
+	n       *node
+	evicted bool
+	// for an eviction, the node's state before it
+	level  int
+	parent *node
+	via    *relGroup
 }
 
 func (s *solver) selectNode(n *node, level int, parent *node, via *relGroup) {
@@ -493,7 +540,19 @@ func (s *solver) selectNode(n *node, level int, parent *node, via *relGroup) {
 	n.level = level
 	n.parent = parent
 	n.via = via
-	s.trail = append(s.trail, n)
+	s.trail = append(s.trail, event{n: n})
+	s.addIndexes(n)
+}
+
+// evict unchoses n, as apt's MarkKeep does when a package marked later
+// conflicts with it. Its dependencies stay until the sweep.
+func (s *solver) evict(n *node) {
+	s.trail = append(s.trail, event{n: n, evicted: true, level: n.level, parent: n.parent, via: n.via})
+	n.selected = false
+	s.removeIndexes(n)
+}
+
+func (s *solver) addIndexes(n *node) {
 	s.selName[n.name] = append(s.selName[n.name], n)
 	s.prepare(n)
 	for i := range n.provides {
@@ -506,26 +565,72 @@ func (s *solver) selectNode(n *node, level int, parent *node, via *relGroup) {
 	}
 }
 
-// undoTo unselects the nodes chosen after the trail had length l; the
-// per-name indexes are stacks, so the last entry is always the one to go.
+// removeIndexes takes n out of the per-name indexes. Without evictions
+// n's entries are the last ones; with them they can be anywhere.
+func (s *solver) removeIndexes(n *node) {
+	s.selName[n.name] = removeNode(s.selName[n.name], n)
+	for i := range n.provides {
+		name := n.provides[i].name
+		l := s.selProv[name]
+		for j := len(l) - 1; j >= 0; j-- {
+			if l[j].n == n {
+				s.selProv[name] = append(l[:j], l[j+1:]...)
+				break
+			}
+		}
+	}
+	for i := range n.negs {
+		name := n.negs[i].poss.Name
+		l := s.selNegs[name]
+		for j := len(l) - 1; j >= 0; j-- {
+			if l[j].owner == n {
+				s.selNegs[name] = append(l[:j], l[j+1:]...)
+				break
+			}
+		}
+	}
+}
+
+func removeNode(l []*node, n *node) []*node {
+	for j := len(l) - 1; j >= 0; j-- {
+		if l[j] == n {
+			return append(l[:j], l[j+1:]...)
+		}
+	}
+	return l
+}
+
+// undoTo undoes the changes after the trail had length l.
 func (s *solver) undoTo(l int) {
 	for len(s.trail) > l {
-		n := s.trail[len(s.trail)-1]
+		e := s.trail[len(s.trail)-1]
 		s.trail = s.trail[:len(s.trail)-1]
+		n := e.n
+		if e.evicted {
+			n.selected = true
+			n.level, n.parent, n.via = e.level, e.parent, e.via
+			s.addIndexes(n)
+			continue
+		}
 		n.selected = false
 		n.level = -1
 		n.parent = nil
 		n.via = nil
-		s.selName[n.name] = s.selName[n.name][:len(s.selName[n.name])-1]
-		for i := len(n.provides) - 1; i >= 0; i-- {
-			name := n.provides[i].name
-			s.selProv[name] = s.selProv[name][:len(s.selProv[name])-1]
-		}
-		for i := len(n.negs) - 1; i >= 0; i-- {
-			name := n.negs[i].poss.Name
-			s.selNegs[name] = s.selNegs[name][:len(s.selNegs[name])-1]
+		s.removeIndexes(n)
+	}
+}
+
+// chosen lists the chosen nodes in the order they were chosen.
+func (s *solver) chosen() []*node {
+	var out []*node
+	seen := map[*node]bool{}
+	for _, e := range s.trail {
+		if !e.evicted && e.n.selected && !seen[e.n] {
+			seen[e.n] = true
+			out = append(out, e.n)
 		}
 	}
+	return out
 }
 
 // push schedules n's relation groups, to be processed before what is on
@@ -543,7 +648,7 @@ func (s *solver) run() error {
 	for s.top != nil {
 		f := s.top
 		s.top = f.next
-		if f.i+1 < len(f.n.groups) {
+		if !f.only && f.i+1 < len(f.n.groups) {
 			s.top = &frame{n: f.n, i: f.i + 1, next: s.top}
 		}
 		g := f.n.groups[f.i]
@@ -577,16 +682,25 @@ func (s *solver) advance(cp *choicePoint) bool {
 		c := cp.cands[cp.next]
 		cp.next++
 		s.steps++
-		if why := s.staticProblem(c); why != "" {
-			cp.notes = append(cp.notes, why)
+		if g, text := s.staticProblem(c); text != "" {
+			chain := append(s.chain(cp.owner), s.label(c))
+			if g != nil {
+				chain = append(chain, g.text)
+			}
+			cp.notes = append(cp.notes, why{chain, text})
 			continue
 		}
-		if m, why := s.incompatible(c); why != "" {
+		if m, text := s.incompatible(c); text != "" {
+			if s.evictions && s.evictFor(c) {
+				s.selectNode(c, cp.level, cp.owner, cp.group)
+				s.push(c)
+				return true
+			}
 			if m != nil {
 				cp.culprits[m.level] = true
-				why += s.chosenBecause(m)
+				text += s.chosenBecause(m)
 			}
-			cp.notes = append(cp.notes, why)
+			cp.notes = append(cp.notes, why{append(s.chain(cp.owner), s.label(c)), text})
 			continue
 		}
 		s.selectNode(c, cp.level, cp.owner, cp.group)
@@ -602,12 +716,173 @@ func (s *solver) advance(cp *choicePoint) bool {
 	return false
 }
 
+// evictFor does what apt's MarkInstall does when c's own Conflicts or
+// Breaks hit packages marked before: it unmarks them, unless one is
+// protected (requested, installed by an earlier stage, or the only way to
+// satisfy a relation of a protected package), and lets the repair pass
+// re-satisfy what needed them. It reports whether c can now be chosen;
+// if not, nothing is changed.
+func (s *solver) evictFor(c *node) bool {
+	var victims []*node
+	for i := range c.negs {
+		r := &c.negs[i]
+		for _, m := range s.selName[r.poss.Name] {
+			if s.negMatches(c, r, m) {
+				victims = append(victims, m)
+			}
+		}
+		for _, pe := range s.selProv[r.poss.Name] {
+			if s.negMatches(c, r, pe.n) {
+				victims = append(victims, pe.n)
+			}
+		}
+	}
+	if len(victims) == 0 {
+		return false
+	}
+	for _, m := range victims {
+		if m.protected {
+			return false
+		}
+	}
+	mark := len(s.trail)
+	for _, m := range victims {
+		if m.selected {
+			s.evict(m)
+		}
+	}
+	if _, text := s.incompatible(c); text != "" {
+		s.undoTo(mark)
+		return false
+	}
+	s.evicted++
+	return true
+}
+
+// protect marks n and, transitively, the only candidate of each of its
+// critical relations as protected, as apt's MarkInstall propagates the
+// protection of requested packages.
+func (s *solver) protect(n *node) {
+	if n.protected {
+		return
+	}
+	n.protected = true
+	s.prepare(n)
+	for _, g := range n.groups {
+		if g.optional {
+			continue
+		}
+		var only *node
+		count := 0
+		for _, c := range s.candidates(g) {
+			if c != only {
+				only = c
+				count++
+			}
+		}
+		if count == 1 {
+			s.protect(only)
+		}
+	}
+}
+
+// broken lists the critical relation groups of chosen packages that no
+// chosen package satisfies (after evictions), in the order of choice.
+func (s *solver) broken() []*frame {
+	var out []*frame
+	for _, n := range s.chosen() {
+		for i, g := range n.groups {
+			if !g.optional && !s.satisfied(g) {
+				out = append(out, &frame{n: n, i: i, only: true})
+			}
+		}
+	}
+	return out
+}
+
+// repair re-satisfies relations that evictions broke, as apt's problem
+// resolver does in the simple cases: the alternatives in order.
+func (s *solver) repair() error {
+	for round := 0; round < 100; round++ {
+		broken := s.broken()
+		if len(broken) == 0 {
+			return nil
+		}
+		for i := len(broken) - 1; i >= 0; i-- {
+			f := broken[i]
+			f.next = s.top
+			s.top = f
+		}
+		if err := s.run(); err != nil {
+			return err
+		}
+	}
+	return errEmulation
+}
+
+// sweep drops what apt's autoremover would not install: chosen packages
+// that no root reaches through Pre-Depends, Depends, Recommends or
+// Suggests (only evictions leave such packages behind). Roots are the
+// requested packages, those of earlier stages and Essential or Important
+// ones.
+func (s *solver) sweep(roots []*node) {
+	if s.evicted == 0 {
+		return
+	}
+	chosen := s.chosen()
+	keep := map[*node]bool{}
+	var queue []*node
+	add := func(n *node) {
+		if n.selected && !keep[n] {
+			keep[n] = true
+			queue = append(queue, n)
+		}
+	}
+	for _, n := range roots {
+		add(n)
+	}
+	for _, n := range chosen {
+		if n.installed || n.essential || n.important {
+			add(n)
+		}
+	}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		for _, g := range s.markGroups(n) {
+			for _, a := range g.atoms {
+				for _, m := range s.satisfiers(a) {
+					add(m)
+				}
+			}
+		}
+	}
+	for _, n := range chosen {
+		if !keep[n] {
+			s.evict(n)
+		}
+	}
+}
+
+// markGroups are the relations apt's autoremover follows.
+func (s *solver) markGroups(n *node) []*relGroup {
+	if n.markGroups == nil {
+		s.prepare(n)
+		n.markGroups = append([]*relGroup{}, n.groups...)
+		if !s.req.Recommends {
+			n.markGroups = append(n.markGroups, s.relGroups(n, "Recommends", n.pkg.Recommends, true)...)
+		}
+		n.markGroups = append(n.markGroups, s.relGroups(n, "Suggests", n.pkg.Suggests, true)...)
+	}
+	return n.markGroups
+}
+
 // exhausted turns a choice point without candidates left into a failure,
 // and pops it.
 func (s *solver) exhausted(cp *choicePoint) *failure {
-	f := &failure{levels: cp.culprits, owner: cp.owner, group: cp.group}
+	f := &failure{levels: cp.culprits}
 	f.levels[cp.owner.level] = true
-	f.reason = s.explain(cp)
+	f.why = s.explain(cp)
 	s.points = s.points[:len(s.points)-1]
 	return f
 }
@@ -632,7 +907,6 @@ func (s *solver) backjump(f *failure) error {
 		}
 		s.points = s.points[:target+1]
 		cp := s.points[target]
-		tried := cp.cands[cp.next-1]
 		s.undoTo(cp.trailLen)
 		s.top = cp.agenda
 		for l := range f.levels {
@@ -640,7 +914,7 @@ func (s *solver) backjump(f *failure) error {
 				cp.culprits[l] = true
 			}
 		}
-		cp.notes = append(cp.notes, fmt.Sprintf("%s: %s", s.label(tried), f.reason))
+		cp.notes = append(cp.notes, f.why)
 		if s.advance(cp) {
 			return nil
 		}
@@ -653,11 +927,11 @@ func (s *solver) chosenBecause(m *node) string {
 	chain := s.chain(m)
 	if len(chain) <= 1 {
 		if m.root != "" {
-			return " (" + m.root + ")"
+			return fmt.Sprintf(" (%s is %s)", s.label(m), m.root)
 		}
 		return ""
 	}
-	return " (" + strings.Join(chain, " -> ") + ")"
+	return " (chosen for " + strings.Join(chain, " -> ") + ")"
 }
 
 // chain lists the packages from a root to n.
@@ -685,15 +959,29 @@ func (s *solver) rootOf(n *node) *node {
 
 // failureError turns the failure that no choice can undo into an error.
 func (s *solver) failureError(f *failure, suffix string) error {
-	root := s.rootOf(f.owner)
-	return &SolveError{Package: s.label(root), Chain: s.chain(f.owner), Reason: f.reason + suffix}
+	pkg := ""
+	if len(f.why.chain) > 0 {
+		pkg = f.why.chain[0]
+	}
+	return &SolveError{Package: pkg, Chain: f.why.chain, Reason: f.why.text + suffix}
 }
 
-// explain says why no candidate of cp could be installed.
-func (s *solver) explain(cp *choicePoint) string {
-	head := fmt.Sprintf("%s %s %s, but ", s.label(cp.owner), strings.ToLower(cp.group.kind), cp.group.text)
+// explain says why no candidate of cp could be installed. When one
+// candidate was tried, its own failure is the explanation.
+func (s *solver) explain(cp *choicePoint) why {
+	chain := append(s.chain(cp.owner), cp.group.text)
+	head := fmt.Sprintf("%s %s %s, but ", s.label(cp.owner), relVerb(cp.group.kind), cp.group.text)
 	if len(cp.cands) == 0 {
-		return head + s.whyNoCandidate(cp.group)
+		return why{chain, head + s.whyNoCandidate(cp.group)}
+	}
+	var none []string
+	for _, a := range cp.group.atoms {
+		if len(s.satisfiers(a)) == 0 {
+			none = append(none, s.whyNoAtom(a))
+		}
+	}
+	if len(cp.notes) == 1 && len(none) == 0 {
+		return cp.notes[0]
 	}
 	notes := cp.notes
 	const maxNotes = 4
@@ -702,22 +990,19 @@ func (s *solver) explain(cp *choicePoint) string {
 		more = fmt.Sprintf("; and %d more", len(notes)-maxNotes)
 		notes = notes[:maxNotes]
 	}
-	body := strings.Join(notes, "; ") + more
+	var parts []string
+	for _, n := range notes {
+		parts = append(parts, n.text)
+	}
+	body := strings.Join(parts, "; ") + more
+	if len(none) > 0 {
+		body += "; " + strings.Join(none, "; ")
+	}
 	// Keep messages readable when failures nest deeply.
 	if len(body) > 2000 {
 		body = body[:2000] + "..."
 	}
-	// Alternatives without any candidate are worth a word too.
-	var none []string
-	for _, a := range cp.group.atoms {
-		if len(s.satisfiers(a)) == 0 {
-			none = append(none, s.whyNoAtom(a))
-		}
-	}
-	if len(none) > 0 {
-		body += "; " + strings.Join(none, "; ")
-	}
-	return head + body
+	return why{chain, head + body}
 }
 
 // whyNoCandidate explains a group none of whose alternatives has an
@@ -736,8 +1021,12 @@ func (s *solver) whyNoCandidate(g *relGroup) string {
 				ex = append(ex, s.label(n))
 			}
 		}
-		if len(ex) > 0 {
-			parts = append(parts, strings.Join(ex, ", ")+" excluded")
+		switch len(ex) {
+		case 0:
+		case 1:
+			parts = append(parts, ex[0]+" is excluded")
+		default:
+			parts = append(parts, strings.Join(ex, ", ")+" are excluded")
 		}
 	}
 	return strings.Join(parts, "; ")
@@ -751,6 +1040,9 @@ func (s *solver) whyNoAtom(a *atom) string {
 		arch = a.qual
 	}
 	rel := possString(a.poss)
+	if a.bad {
+		return fmt.Sprintf("%s has an invalid version", rel)
+	}
 	if a.qual == "any" {
 		if len(s.nodesNamed(name)) > 0 {
 			return fmt.Sprintf("%s is not Multi-Arch: allowed, so nothing satisfies %s", name, rel)

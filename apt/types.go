@@ -82,6 +82,8 @@ type Package struct {
 	PreDepends    dependency.Dependency
 	Depends       dependency.Dependency
 	Recommends    dependency.Dependency
+	Suggests      dependency.Dependency // never installed; apt's package order counts them
+	Enhances      dependency.Dependency // likewise
 	Conflicts     dependency.Dependency
 	Breaks        dependency.Dependency
 	Provides      dependency.Dependency
