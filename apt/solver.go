@@ -292,14 +292,13 @@ type solver struct {
 	stageOf           map[*node]int // for independentStages: 1 or 2
 
 	// search state
-	top      *frame
-	points   []*choicePoint
-	trail    []event                // changes of the chosen set, undone by backtracking
-	selName  map[string][]*node     // selected nodes by name
-	selProv  map[string][]provEntry // selected providers by provided name
-	selNegs  map[string][]negEntry  // negative relations of selected nodes by target name
-	steps    int
-	lastFail *failure
+	top     *frame
+	points  []*choicePoint
+	trail   []event                // changes of the chosen set, undone by backtracking
+	selName map[string][]*node     // selected nodes by name
+	selProv map[string][]provEntry // selected providers by provided name
+	selNegs map[string][]negEntry  // negative relations of selected nodes by target name
+	steps   int
 }
 
 type provEntry struct {

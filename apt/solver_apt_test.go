@@ -90,7 +90,7 @@ func TestSolveMatchesAptGet(t *testing.T) {
 				for _, p := range sol.Packages {
 					ours[p.Name] = p.Version.String()
 				}
-				o.diffs = diffSets(ours, pkgs, sol)
+				o.diffs = diffSets(ours, pkgs, sol, "apt-get")
 			}
 			results[i] = o
 		}()

@@ -892,7 +892,6 @@ func (s *solver) exhausted(cp *choicePoint) *failure {
 // is to blame.
 func (s *solver) backjump(f *failure) error {
 	for {
-		s.lastFail = f
 		if s.steps > maxSteps {
 			return s.failureError(f, fmt.Sprintf(" (gave up after %d steps)", s.steps))
 		}
@@ -947,14 +946,6 @@ func (s *solver) chain(n *node) []string {
 		out[i], out[j] = out[j], out[i]
 	}
 	return out
-}
-
-func (s *solver) rootOf(n *node) *node {
-	m := n
-	for i := 0; m.parent != nil && i < 1000; i++ {
-		m = m.parent
-	}
-	return m
 }
 
 // failureError turns the failure that no choice can undo into an error.
