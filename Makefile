@@ -20,12 +20,15 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-# The full suite: lint, every test (oracle tools required, never skipped),
-# the race detector on concurrent packages, and a short fuzz of the decoder.
+# The full suite: lint, every test (oracle tools required, never skipped;
+# live-archive tests included), the race detector on concurrent packages,
+# and a short fuzz of the decoder.
 test: deps lint unit race fuzz-smoke
 
+# AOF_NETWORK_TESTS=1 runs the tests against the live Debian archive that apt
+# on this machine is configured with (solver vs mmdebstrap, real .debs).
 unit:
-	AOF_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 40m ./...
+	AOF_REQUIRE_TOOLS=1 AOF_NETWORK_TESTS=1 $(GO) test -count=1 -timeout 40m ./...
 
 race:
 	AOF_REQUIRE_TOOLS=1 $(GO) test -race -short -count=1 -timeout 20m $(RACE_PKGS)

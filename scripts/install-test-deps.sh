@@ -11,9 +11,12 @@ need=(
   "setfattr:attr"
   "e2fsck:e2fsprogs"
   "xz:xz-utils"
+  "mmdebstrap:mmdebstrap"
+  "apt-get:apt"
+  "dpkg-deb:dpkg"
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  need+=("mmdebstrap:mmdebstrap" "/usr/bin/time:time" "bc:bc")
+  need+=("/usr/bin/time:time" "bc:bc")
 fi
 
 missing=()
