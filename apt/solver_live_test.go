@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 )
 
 // The acceptance test of the solver: for the live Debian archive this
@@ -40,7 +42,7 @@ func TestSolveMatchesMmdebstrap(t *testing.T) {
 			t.Fatalf("%s is needed for this test: %v", tool, err)
 		}
 	}
-	mirror := debianMirror(t)
+	mirror := testenv.DebianMirror(t)
 	t.Logf("mirror: %s", mirror)
 	for _, suite := range []string{"trixie", "bookworm"} {
 		for _, arch := range []string{"amd64", "arm64"} {
@@ -210,28 +212,6 @@ func reasonOf(sol *Solution, name string) string {
 		}
 	}
 	return ""
-}
-
-// debianMirror reads the Debian mirror from apt's sources with
-// scripts/debian-mirror.sh.
-func debianMirror(t *testing.T) string {
-	t.Helper()
-	if m := os.Getenv("AOF_DEBIAN_MIRROR"); m != "" {
-		return strings.TrimSuffix(m, "/")
-	}
-	script, err := filepath.Abs(filepath.Join("..", "scripts", "debian-mirror.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("bash", script).Output()
-	if err != nil {
-		var stderr string
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = string(ee.Stderr)
-		}
-		t.Fatalf("%s: %v %s", script, err, stderr)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // fetchLivePackages downloads and parses dists/SUITE/main/binary-ARCH/Packages.xz.

@@ -13,6 +13,8 @@ import (
 	"github.com/apt-ostree/apt-ostree-factory/apt"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"pault.ag/go/debian/version"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 )
 
 // Tests against the live Debian archive this machine's apt uses. They run
@@ -32,22 +34,6 @@ func needNetwork(t *testing.T) {
 	}
 }
 
-func debianMirror(t *testing.T) string {
-	t.Helper()
-	if m := os.Getenv("AOF_DEBIAN_MIRROR"); m != "" {
-		return strings.TrimSuffix(m, "/")
-	}
-	script, err := filepath.Abs(filepath.Join("..", "scripts", "debian-mirror.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("bash", script).Output()
-	if err != nil {
-		t.Fatalf("%s: %v", script, err)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 func testCacheDir(t *testing.T, what string) string {
 	dir := filepath.Join(os.TempDir(), "aof-test-cache", what)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -63,7 +49,7 @@ func testCacheDir(t *testing.T, what string) string {
 func livePackages(t *testing.T, suite string, names ...string) (*apt.Cache, []apt.LockedPackage) {
 	t.Helper()
 	ctx := context.Background()
-	src := &apt.Source{URI: debianMirror(t), Suite: suite, Components: []string{"main"}, SignedBy: []string{archiveKeyring}}
+	src := &apt.Source{URI: testenv.DebianMirror(t), Suite: suite, Components: []string{"main"}, SignedBy: []string{archiveKeyring}}
 	pkgs, _, err := apt.LoadSources(ctx, &apt.Transport{}, []*apt.Source{src}, "amd64", testCacheDir(t, "indexes"), time.Now())
 	if err != nil {
 		t.Fatal(err)
