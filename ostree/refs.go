@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/atomicfile"
 )
 
 // ValidateRef checks a ref name against OSTree's grammar: components of
@@ -82,7 +84,7 @@ func (r *Repo) WriteRef(ref string, c Checksum) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o775); err != nil {
 		return fmt.Errorf("ref %s: %w", ref, err)
 	}
-	if err := writeFileAtomic(p, []byte(c.String()+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(p, []byte(c.String()+"\n"), 0o644); err != nil {
 		return fmt.Errorf("ref %s: %w", ref, err)
 	}
 	return nil

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/atomicfile"
 )
 
 // Mode is a repository's storage mode.
@@ -75,7 +77,7 @@ func Init(path string) (*Repo, error) {
 		}
 	}
 	config := "[core]\nrepo_version=1\nmode=archive-z2\n"
-	if err := writeFileAtomic(filepath.Join(path, "config"), []byte(config), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(path, "config"), []byte(config), 0o644); err != nil {
 		return nil, fmt.Errorf("init repository %s: %w", path, err)
 	}
 	for _, d := range []string{"tmp", "extensions", "state", "refs", "refs/heads", "refs/mirrors", "refs/remotes", "objects"} {
@@ -438,39 +440,6 @@ func (r *Repo) ReadCommitMeta(c Checksum) (Metadata, error) {
 		return nil, fmt.Errorf("object %s.commitmeta: %w", c, err)
 	}
 	return m, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsynced, then renamed into place.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, perm)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // Sync flushes everything written so far to stable storage; callers do it
