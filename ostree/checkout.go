@@ -43,6 +43,22 @@ func (r *Repo) Checkout(ctx context.Context, c Checksum, dest string, opts Check
 	if file != nil {
 		return fmt.Errorf("commit %s: %s is not a directory", c, sub)
 	}
+	return r.checkoutDir(ctx, tree, meta, dest, opts)
+}
+
+// CheckoutDirTree writes the directory tree with the given dirtree and
+// dirmeta checksums to dest, which must not exist, like Checkout.
+func (r *Repo) CheckoutDirTree(ctx context.Context, tree, meta Checksum, dest string, opts CheckoutOptions) error {
+	if err := r.requireArchive(); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("checkout destination %s already exists", dest)
+	}
+	return r.checkoutDir(ctx, tree, meta, dest, opts)
+}
+
+func (r *Repo) checkoutDir(ctx context.Context, tree, meta Checksum, dest string, opts CheckoutOptions) error {
 	parent := filepath.Dir(filepath.Clean(dest))
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dest)+".checkout-")
 	if err != nil {

@@ -117,6 +117,12 @@ func (d *MemDir) AddFile(p string, f *MemFile) error {
 type DirOptions struct {
 	OwnerUID, OwnerGID *uint32 // override the owner of every entry, as ostree --owner-uid/--owner-gid
 	NoXattrs           bool    // ignore extended attributes
+	// Known, when set, is asked for each regular file (path relative to
+	// the root, starting with "/"); when it returns true the file is
+	// taken to be that content object, already in the repository, and is
+	// not read again. Callers use it for trees they checked out
+	// themselves and whose inodes did not change since.
+	Known func(rel string, st *unix.Stat_t) (Checksum, bool)
 }
 
 type inodeKey struct{ dev, ino uint64 }
@@ -134,13 +140,13 @@ func ReadDir(root string, opts DirOptions) (*MemDir, error) {
 		return nil, fmt.Errorf("%s: not a directory", root)
 	}
 	d := NewMemDir(meta)
-	if err := readDirInto(d, root, opts, links); err != nil {
+	if err := readDirInto(d, root, "/", opts, links); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-func readDirInto(d *MemDir, dir string, opts DirOptions, links map[inodeKey]*MemFile) error {
+func readDirInto(d *MemDir, dir, rel string, opts DirOptions, links map[inodeKey]*MemFile) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -164,7 +170,7 @@ func readDirInto(d *MemDir, dir string, opts DirOptions, links map[inodeKey]*Mem
 		case unix.S_IFDIR:
 			sub := NewMemDir(meta)
 			d.Dirs[name] = sub
-			if err := readDirInto(sub, p, opts, links); err != nil {
+			if err := readDirInto(sub, p, path.Join(rel, name), opts, links); err != nil {
 				return err
 			}
 		case unix.S_IFREG:
@@ -176,6 +182,11 @@ func readDirInto(d *MemDir, dir string, opts DirOptions, links map[inodeKey]*Mem
 				}
 			}
 			mf := &MemFile{Header: FileHeader{FileMeta: meta, Size: uint64(st.Size)}, Origin: p, Open: openFile(p)}
+			if opts.Known != nil {
+				if sum, ok := opts.Known(path.Join(rel, name), st); ok {
+					mf.Checksum, mf.Open = sum, nil
+				}
+			}
 			if st.Nlink > 1 {
 				links[key] = mf
 			}
