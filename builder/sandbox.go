@@ -305,8 +305,8 @@ func chrootStage() int {
 	}
 	for _, m := range []struct {
 		dir, fstype, opts string
-		mode             os.FileMode
-		flags            uintptr
+		mode              os.FileMode
+		flags             uintptr
 	}{
 		{"proc", "proc", "", 0o555, unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC},
 		{"dev", "tmpfs", "mode=0755,size=1m", 0o755, unix.MS_NOSUID | unix.MS_NOEXEC},
