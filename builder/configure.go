@@ -218,7 +218,7 @@ func configureScript(debs []*DebTree, opts ConfigureOptions) string {
 		w("  /var/lib/dpkg/info/%s.preinst install || { echo 'aof: preinst of %s failed (exit '$?')' >&2; exit 1; }", name, name)
 	}
 	w("echo 'aof: dpkg --configure -a'")
-	w("dpkg --force-unsafe-io --configure -a || { echo 'aof: dpkg --configure -a failed' >&2; exit 1; }")
+	w("dpkg --force-unsafe-io --force-confdef --force-confold --configure -a || { echo 'aof: dpkg --configure -a failed' >&2; exit 1; }")
 	triggers := TriggerNames(debs)
 	if len(triggers) > 0 {
 		w("echo 'aof: activating %d triggers'", len(triggers))

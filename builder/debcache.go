@@ -72,6 +72,12 @@ func UnpackCached(ctx context.Context, repo *ostree.Repo, cache *apt.Cache, pkg 
 // large one uses several cores on its own. The first failure stops the
 // others and is returned.
 func UnpackAllCached(ctx context.Context, repo *ostree.Repo, cache *apt.Cache, pkgs []apt.LockedPackage, parallel int) ([]*DebTree, int, error) {
+	return UnpackAllCachedNotify(ctx, repo, cache, pkgs, parallel, nil)
+}
+
+// UnpackAllCachedNotify is UnpackAllCached calling done (from worker
+// goroutines) after each package, with how long it took.
+func UnpackAllCachedNotify(ctx context.Context, repo *ostree.Repo, cache *apt.Cache, pkgs []apt.LockedPackage, parallel int, done func(i int, t *DebTree, fromCache bool, took time.Duration)) ([]*DebTree, int, error) {
 	procs := runtime.GOMAXPROCS(0)
 	if parallel <= 0 {
 		parallel = procs
@@ -99,7 +105,11 @@ func UnpackAllCached(ctx context.Context, repo *ostree.Repo, cache *apt.Cache, p
 				if i >= len(pkgs) {
 					return
 				}
+				start := time.Now()
 				t, fromCache, err := unpackCached(ctx, repo, cache, pkgs[i], workers)
+				if err == nil && done != nil {
+					done(i, t, fromCache, time.Since(start))
+				}
 				if err != nil {
 					errOnce.Do(func() { firstErr = err; cancel() })
 					return

@@ -1,9 +1,7 @@
 // Package recipe reads build recipes: YAML decoded strictly (unknown keys,
 // wrong types and missing required fields are errors carrying file:line),
-// with defaults applied and paths resolved against the recipe's directory.
-//
-// This is the part of the schema the resolver needs (sources, packages);
-// the build issue extends it.
+// with ${VAR} variables substituted, defaults applied and paths resolved
+// against the recipe's directory.
 package recipe
 
 import (
@@ -13,7 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -25,6 +23,10 @@ import (
 type Recipe struct {
 	// Name identifies the product; used in messages and defaults.
 	Name string `yaml:"name"`
+	// Variables are the recipe's defaults for ${NAME} substitutions, as
+	// written under variables: (values are literal, not expanded).
+	// Options.Vars override them.
+	Variables map[string]string `yaml:"variables"`
 	// Architecture is the Debian architecture to build (default amd64).
 	Architecture string `yaml:"architecture"`
 	// Sources are the archives to install from, each with its keyring.
@@ -39,52 +41,225 @@ type Recipe struct {
 	// as mmdebstrap).
 	Recommends bool `yaml:"recommends"`
 
+	// Kernel selects the kernel package and initramfs modules.
+	Kernel Kernel `yaml:"kernel"`
+	// Hostname is written to /etc/hostname (default "debian").
+	Hostname string `yaml:"hostname"`
+	// Users are created in the configure sandbox, in order.
+	Users []User `yaml:"users"`
+	// Groups are created in the configure sandbox before the users.
+	Groups []Group `yaml:"groups"`
+	// Files are copied from the recipe directory into the image.
+	Files []File `yaml:"files"`
+	// Directories are created in the image.
+	Directories []Directory `yaml:"directories"`
+	// Scripts run last, as root, inside the configure sandbox.
+	Scripts []Script `yaml:"scripts"`
+	// KernelArguments go to the boot entries.
+	KernelArguments []string `yaml:"kernel-arguments"`
+	// OSTree describes the commit.
+	OSTree OSTree `yaml:"ostree"`
+	// Outputs selects what the build produces.
+	Outputs Outputs `yaml:"outputs"`
+
 	// Path is the file the recipe was read from.
 	Path string `yaml:"-"`
+	// Dir is the absolute directory of the recipe file; relative paths in
+	// the recipe are relative to it.
+	Dir string `yaml:"-"`
+}
+
+// Kernel selects the kernel.
+type Kernel struct {
+	// Package is the kernel package, e.g. linux-image-amd64; "" means no
+	// kernel (the commit is then not bootable).
+	Package string `yaml:"package"`
+	// Modules are extra kernel modules for the initramfs, e.g. virtio_net.
+	Modules []string `yaml:"modules"`
+}
+
+// User is an account created in the image.
+type User struct {
+	// Name is the user name (required; ^[a-z_][a-z0-9_-]*$, at most 32).
+	Name string `yaml:"name"`
+	// UID is the user id; nil lets useradd pick one.
+	UID *uint32 `yaml:"uid"`
+	// Group is the primary group (default: a group named like the user).
+	Group string `yaml:"group"`
+	// Groups are supplementary groups.
+	Groups []string `yaml:"groups"`
+	// Comment is the GECOS field.
+	Comment string `yaml:"comment"`
+	// Home is the home directory (default /home/NAME).
+	Home string `yaml:"home"`
+	// Shell is the login shell (default /bin/bash).
+	Shell string `yaml:"shell"`
+	// PasswordHash is a crypt(3) hash as in /etc/shadow; "" means a locked
+	// account ("!").
+	PasswordHash string `yaml:"password-hash"`
+	// System makes a system account (useradd --system).
+	System bool `yaml:"system"`
+}
+
+// Group is a group created in the image.
+type Group struct {
+	// Name is the group name (required, same rules as user names).
+	Name string `yaml:"name"`
+	// GID is the group id; nil lets groupadd pick one.
+	GID *uint32 `yaml:"gid"`
+	// System makes a system group (groupadd --system).
+	System bool `yaml:"system"`
+}
+
+// File is a file or directory tree copied from the recipe directory into
+// the image.
+type File struct {
+	// Source is the absolute path of the file or tree (written relative to
+	// the recipe directory; resolved by Parse, which checks it exists).
+	Source string `yaml:"source"`
+	// Destination is the absolute, cleaned path in the image.
+	Destination string `yaml:"destination"`
+	// Mode is the permission bits; nil keeps the source's.
+	Mode *Mode `yaml:"mode"`
+	// Owner is "user:group" or "uid:gid" (default "root:root"); names are
+	// resolved against the image's /etc/passwd and /etc/group.
+	Owner string `yaml:"owner"`
+}
+
+// Directory is a directory created in the image.
+type Directory struct {
+	// Path is the absolute, cleaned path in the image.
+	Path string `yaml:"path"`
+	// Mode is the permission bits (default 0755).
+	Mode *Mode `yaml:"mode"`
+	// Owner is "user:group" or "uid:gid" (default "root:root").
+	Owner string `yaml:"owner"`
+}
+
+// Script runs as root inside the configure sandbox (a chroot of the image
+// tree) after packages, users, groups, files and directories, in order.
+type Script struct {
+	// Name is used in messages (default: the base name of Path, or
+	// "scripts[i]").
+	Name string `yaml:"name"`
+	// Path is the absolute path of a script file (written relative to the
+	// recipe directory; resolved by Parse, which checks it exists).
+	Path string `yaml:"path"`
+	// Run is inline shell, run with /bin/sh -e. Exactly one of Path and
+	// Run is set.
+	Run string `yaml:"run"`
+}
+
+// OSTree describes the commit and where devices get it from.
+type OSTree struct {
+	// Repository is the archive repository's absolute path (written
+	// relative to the recipe directory); "" means the builder's default.
+	Repository string `yaml:"repository"`
+	// Branch is the ref to commit to (default
+	// "debian/<suite of the first source>/<OSTreeArch>").
+	Branch string `yaml:"branch"`
+	// Stateroot is the deployment's stateroot (default "debian").
+	Stateroot string `yaml:"stateroot"`
+	// Subject is the commit subject; "" lets the builder make one.
+	Subject string `yaml:"subject"`
+	// Version is the commit's "version" metadata; "" for none.
+	Version string `yaml:"version"`
+	// Metadata is extra commit metadata, in the recipe's order.
+	Metadata Metadata `yaml:"metadata"`
+	// Remote is where devices pull updates from.
+	Remote Remote `yaml:"remote"`
+}
+
+// Remote is the ostree remote configured on devices.
+type Remote struct {
+	// Name is the remote's name (default "origin").
+	Name string `yaml:"name"`
+	// URL is http://, https:// or file://; "" for none.
+	URL string `yaml:"url"`
+}
+
+// Outputs selects what the build produces.
+type Outputs struct {
+	// Repository commits into the OSTree repository (default true; Parse
+	// always sets it).
+	Repository *bool `yaml:"repository"`
+	// Images is reserved for disk images; a non-empty list is refused.
+	Images []yaml.Node `yaml:"images"`
+}
+
+// Options for LoadWith and ParseWith.
+type Options struct {
+	// Vars are variable values (from --set KEY=VALUE); they override the
+	// recipe's variables: defaults.
+	Vars map[string]string
 }
 
 // Load reads and validates a recipe file.
 func Load(path string) (*Recipe, error) {
+	return LoadWith(path, Options{})
+}
+
+// LoadWith reads and validates a recipe file with options.
+func LoadWith(path string, opts Options) (*Recipe, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return Parse(b, path)
+	return ParseWith(b, path, opts)
 }
 
 // Parse decodes recipe YAML; name is used in error messages and to resolve
 // relative paths.
 func Parse(b []byte, name string) (*Recipe, error) {
+	return ParseWith(b, name, Options{})
+}
+
+// ParseWith decodes recipe YAML with options; name is used in error
+// messages and to resolve relative paths.
+func ParseWith(b []byte, name string, opts Options) (*Recipe, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	var r Recipe
-	if err := dec.Decode(&r); err != nil {
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty recipe", name)
 		}
-		return nil, yamlError(name, err)
+		return nil, joinProblems(name, yamlProblems(err))
 	}
 	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: more than one YAML document", name)
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
+	for k := range opts.Vars {
+		if !varNameRe.MatchString(k) {
+			return nil, fmt.Errorf("%s: invalid variable name %q in the values set (want [A-Za-z_][A-Za-z0-9_]*)", name, k)
+		}
+	}
+
+	// Substitute variables in place (line numbers stay), check keys
+	// against the schema, then decode the values.
+	probs := substitute(&root, opts.Vars)
+	substituted := len(probs) == 0
+	probs = append(probs, unknownKeys(&root)...)
+	var r Recipe
+	if substituted {
+		if err := root.Decode(&r); err != nil {
+			probs = append(probs, yamlProblems(err)...)
+		}
+	}
+	if len(probs) > 0 {
+		return nil, joinProblems(name, probs)
+	}
+
+	r.Path = name
+	dir, err := filepath.Abs(filepath.Dir(name))
+	if err != nil {
 		return nil, fmt.Errorf("%s: %v", name, err)
 	}
-	r.Path = name
+	r.Dir = dir
 	v := validator{file: name, root: &root}
 	r.applyDefaults()
 	if err := v.check(&r); err != nil {
 		return nil, err
-	}
-	dir := filepath.Dir(name)
-	for _, s := range r.Sources {
-		for i, k := range s.SignedBy {
-			if !filepath.IsAbs(k) {
-				s.SignedBy[i] = filepath.Join(dir, k)
-			}
-		}
 	}
 	return &r, nil
 }
@@ -97,6 +272,9 @@ func (r *Recipe) applyDefaults() {
 		r.Variant = "minbase"
 	}
 	for _, s := range r.Sources {
+		if s == nil {
+			continue
+		}
 		if len(s.Components) == 0 {
 			s.Components = []string{"main"}
 		}
@@ -104,166 +282,138 @@ func (r *Recipe) applyDefaults() {
 			s.Architectures = []string{r.Architecture}
 		}
 	}
-}
-
-// validator reports problems at the line of the offending YAML node.
-type validator struct {
-	file string
-	root *yaml.Node
-}
-
-// lineOf finds the line of the node at a path of mapping keys and sequence
-// indexes, falling back to the nearest ancestor that exists.
-func (v *validator) lineOf(path ...any) int {
-	n := v.root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
+	if r.Hostname == "" {
+		r.Hostname = "debian"
 	}
-	line := n.Line
-	for _, p := range path {
-		switch key := p.(type) {
-		case string:
-			if n.Kind != yaml.MappingNode {
-				return line
-			}
-			found := false
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == key {
-					line = n.Content[i].Line
-					n = n.Content[i+1]
-					found = true
-					break
-				}
-			}
-			if !found {
-				return line
-			}
-		case int:
-			if n.Kind != yaml.SequenceNode || key >= len(n.Content) {
-				return line
-			}
-			n = n.Content[key]
-			line = n.Line
+	for i := range r.Users {
+		u := &r.Users[i]
+		if u.Group == "" {
+			u.Group = u.Name
+		}
+		if u.Home == "" && u.Name != "" {
+			u.Home = "/home/" + u.Name
+		}
+		if u.Shell == "" {
+			u.Shell = "/bin/bash"
 		}
 	}
-	return line
-}
-
-func (v *validator) errorf(path []any, format string, args ...any) error {
-	return fmt.Errorf("%s:%d: %s", v.file, v.lineOf(path...), fmt.Sprintf(format, args...))
-}
-
-func (v *validator) check(r *Recipe) error {
-	var errs []error
-	add := func(path []any, format string, args ...any) {
-		errs = append(errs, v.errorf(path, format, args...))
-	}
-	if r.Name == "" {
-		add(nil, "missing required field \"name\"")
-	}
-	if !validVariant(r.Variant) {
-		add([]any{"variant"}, "unknown variant %q (one of %s)", r.Variant, strings.Join(apt.Variants[1:], ", "))
-	}
-	if len(r.Sources) == 0 {
-		add(nil, "missing required field \"sources\" (at least one archive)")
-	}
-	for i, s := range r.Sources {
-		at := []any{"sources", i}
-		if s == nil {
-			add(at, "sources[%d] is empty", i)
-			continue
-		}
-		if s.URI == "" {
-			add(at, "sources[%d]: missing required field \"uri\"", i)
-		} else if !strings.HasPrefix(s.URI, "http://") && !strings.HasPrefix(s.URI, "https://") && !strings.HasPrefix(s.URI, "file://") {
-			add(append(at, "uri"), "sources[%d].uri %q: must start with http://, https:// or file://", i, s.URI)
-		}
-		if s.Suite == "" {
-			add(at, "sources[%d]: missing required field \"suite\"", i)
-		}
-		if len(s.SignedBy) == 0 {
-			add(at, "sources[%d]: missing required field \"signed-by\" (a keyring file; unsigned archives are not supported)", i)
-		}
-		if s.Priority < 0 {
-			add(append(at, "priority"), "sources[%d].priority must be positive", i)
+	for i := range r.Files {
+		if r.Files[i].Owner == "" {
+			r.Files[i].Owner = "root:root"
 		}
 	}
-	for i, p := range r.Packages {
-		if strings.TrimSpace(p) == "" || strings.ContainsAny(p, " \t,") {
-			add([]any{"packages", i}, "invalid package name %q", p)
+	for i := range r.Directories {
+		d := &r.Directories[i]
+		if d.Owner == "" {
+			d.Owner = "root:root"
+		}
+		if d.Mode == nil {
+			m := Mode(0o755)
+			d.Mode = &m
 		}
 	}
-	for i, p := range r.Excludes {
-		if strings.TrimSpace(p) == "" || strings.ContainsAny(p, " \t,") {
-			add([]any{"excludes", i}, "invalid package name %q", p)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func validVariant(v string) bool {
-	for _, x := range apt.Variants {
-		if v == x {
-			return true
-		}
-	}
-	return false
-}
-
-var (
-	yamlLineRe    = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	unknownKeyRe  = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	wrongTypeRe   = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (\\S+)$")
-	friendlyTypes = map[string]string{
-		"string": "a string", "[]string": "a list of strings", "bool": "true or false",
-		"int": "an integer", "[]*apt.Source": "a list of sources", "apt.Source": "a source (a mapping)",
-	}
-)
-
-// yamlError turns the YAML library's errors into one "file:line: message"
-// line per problem, in the recipe's own terms.
-func yamlError(file string, err error) error {
-	var msgs []string
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs = te.Errors
-	} else {
-		msgs = []string{err.Error()}
-	}
-	var out []error
-	for _, m := range msgs {
-		line, text := "", m
-		if g := yamlLineRe.FindStringSubmatch(m); g != nil {
-			line, text = g[1], g[2]
-		}
-		if g := unknownKeyRe.FindStringSubmatch(text); g != nil {
-			text = fmt.Sprintf("unknown key %q", g[1])
-		} else if g := wrongTypeRe.FindStringSubmatch(text); g != nil {
-			want := friendlyTypes[g[3]]
-			if want == "" {
-				want = g[3]
-			}
-			text = fmt.Sprintf("wrong type: expected %s, got a YAML %s", want, g[1])
-			if g[2] != "" {
-				text += fmt.Sprintf(" (%s)", g[2])
+	for i := range r.Scripts {
+		s := &r.Scripts[i]
+		if s.Name == "" {
+			if s.Path != "" {
+				s.Name = filepath.Base(s.Path)
+			} else {
+				s.Name = fmt.Sprintf("scripts[%d]", i)
 			}
 		}
-		if line != "" {
-			out = append(out, fmt.Errorf("%s:%s: %s", file, line, text))
-		} else {
-			out = append(out, fmt.Errorf("%s: %s", file, strings.TrimPrefix(text, "yaml: ")))
-		}
 	}
-	return errors.Join(out...)
+	if r.OSTree.Branch == "" && len(r.Sources) > 0 && r.Sources[0] != nil && r.Sources[0].Suite != "" {
+		r.OSTree.Branch = "debian/" + r.Sources[0].Suite + "/" + r.OSTreeArch()
+	}
+	if r.OSTree.Stateroot == "" {
+		r.OSTree.Stateroot = "debian"
+	}
+	if r.OSTree.Remote.Name == "" {
+		r.OSTree.Remote.Name = "origin"
+	}
+	if r.Outputs.Repository == nil {
+		t := true
+		r.Outputs.Repository = &t
+	}
 }
 
-// AptRequest is the resolver request the recipe describes.
+// OSTreeArch is the recipe's architecture as ostree and boot loaders name
+// it: amd64 is x86_64, arm64 aarch64, i386 x86, ppc64el ppc64le; others
+// (armhf, riscv64, s390x, ...) keep the Debian name.
+func (r *Recipe) OSTreeArch() string {
+	switch r.Architecture {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	case "i386":
+		return "x86"
+	case "ppc64el":
+		return "ppc64le"
+	}
+	return r.Architecture
+}
+
+// KernelPackages are the packages a bootable commit needs on top of
+// Packages: the kernel package, busybox and ostree-boot (for the factory's
+// initramfs). Empty when kernel.package is not set.
+func (r *Recipe) KernelPackages() []string {
+	if r.Kernel.Package == "" {
+		return nil
+	}
+	return []string{r.Kernel.Package, "busybox", "ostree-boot"}
+}
+
+// AptRequest is the resolver request the recipe describes: Packages, then
+// those of KernelPackages not already listed.
 func (r *Recipe) AptRequest() apt.Request {
+	pkgs := r.Packages
+	if kp := r.KernelPackages(); len(kp) > 0 {
+		have := map[string]bool{}
+		for _, p := range r.Packages {
+			have[bareName(p)] = true
+		}
+		pkgs = append([]string(nil), r.Packages...)
+		for _, p := range kp {
+			if !have[p] {
+				pkgs = append(pkgs, p)
+				have[p] = true
+			}
+		}
+	}
 	return apt.Request{
 		Architecture: r.Architecture,
 		Variant:      r.Variant,
-		Packages:     r.Packages,
+		Packages:     pkgs,
 		Excludes:     r.Excludes,
 		Recommends:   r.Recommends,
 	}
+}
+
+// bareName is the package name of a request like name:arch, name=version
+// or name/suite.
+func bareName(spec string) string {
+	if i := strings.IndexAny(spec, ":=/"); i >= 0 {
+		return spec[:i]
+	}
+	return spec
+}
+
+// problem is one error at a line (0: no line).
+type problem struct {
+	line int
+	msg  string
+}
+
+func joinProblems(file string, probs []problem) error {
+	sort.SliceStable(probs, func(i, j int) bool { return probs[i].line < probs[j].line })
+	errs := make([]error, 0, len(probs))
+	for _, p := range probs {
+		if p.line > 0 {
+			errs = append(errs, fmt.Errorf("%s:%d: %s", file, p.line, p.msg))
+		} else {
+			errs = append(errs, fmt.Errorf("%s: %s", file, p.msg))
+		}
+	}
+	return errors.Join(errs...)
 }

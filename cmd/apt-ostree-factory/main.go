@@ -22,6 +22,7 @@ type command struct {
 }
 
 var commands = []command{
+	{"build", "build a recipe into a bootable OSTree commit (resolve, fetch, unpack, configure, commit)", runBuild},
 	{"commit", "commit a directory to an OSTree repository (like `ostree commit`)", runCommit},
 	{"ls", "list a path of a commit", runLs},
 	{"show", "show a commit's subject, date and metadata", runShow},
@@ -35,7 +36,7 @@ var commands = []command{
 
 // notYet lists subcommands that are planned but not implemented, so the
 // help does not pretend they work.
-var notYet = []string{"build", "image", "sign", "delta", "publish"}
+var notYet = []string{"image", "sign", "delta", "publish"}
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: apt-ostree-factory COMMAND [OPTIONS] [ARGS]\n\nCommands:\n")

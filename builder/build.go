@@ -1,0 +1,556 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/apt"
+	"github.com/apt-ostree/apt-ostree-factory/ostree"
+	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
+	"github.com/apt-ostree/apt-ostree-factory/recipe"
+)
+
+// Reporter receives the build's progress. Methods may be called from
+// several goroutines at once.
+type Reporter interface {
+	// Stage starts a stage ("resolve", "fetch", "unpack", ...).
+	Stage(name string)
+	// Progress reports done of total units in the current stage.
+	Progress(done, total int64)
+	// Logf reports one line.
+	Logf(format string, args ...any)
+	// StageDone ends the current stage with a one-line summary.
+	StageDone(name string, took time.Duration, summary string)
+	// Output receives the configure sandbox's output (maintainer scripts).
+	Output() io.Writer
+}
+
+// BuildOptions are the inputs of Build besides the recipe.
+type BuildOptions struct {
+	Recipe *recipe.Recipe
+	// Repo is the OSTree archive repository to commit into; "" means the
+	// recipe's ostree.repository, else ./build/repo. Created when missing.
+	Repo string
+	// CacheDir holds indexes and .debs (apt.DefaultCacheDir() if "").
+	CacheDir string
+	// Lock, when set, is installed instead of resolving the recipe.
+	Lock *apt.Lock
+	// LockPath, when set, receives the lock of the build.
+	LockPath string
+	// Offline opens no socket: the lock (or cached indexes) and the
+	// cache must hold everything.
+	Offline bool
+	// SourceDateEpoch is the commit's timestamp and what scripts see; nil
+	// means now.
+	SourceDateEpoch *int64
+	// WorkDir holds the configure stage's checkout (default $TMPDIR).
+	WorkDir string
+	// Parent overrides the commit's parent; NoRef leaves the branch alone
+	// (a rebuild to compare, for --verify-reproducible).
+	Parent *ostree.Checksum
+	NoRef  bool
+	Report Reporter
+}
+
+// StageTime is how long a stage took.
+type StageTime struct {
+	Name     string
+	Duration time.Duration
+}
+
+// BuildResult describes a finished build.
+type BuildResult struct {
+	Repo          string
+	Branch        string
+	Commit        ostree.Checksum
+	Parent        ostree.Checksum // zero without parent
+	Timestamp     time.Time
+	Lock          *apt.Lock
+	Unpacked      int // .debs unpacked in this build
+	FromCache     int // .debs taken from the per-.deb cache
+	KernelVersion string
+	Files         int
+	ContentBytes  int64
+	Stages        []StageTime
+	Warnings      []string
+}
+
+// DefaultRepo is where builds go when neither the recipe nor the caller
+// names a repository.
+const DefaultRepo = "build/repo"
+
+// Build runs the whole pipeline for a recipe: resolve (or take the given
+// lock), fetch, unpack (per-.deb cache), merge, write the dpkg database,
+// configure in the sandbox, convert to the OSTree layout with kernel and
+// initramfs, and commit. The branch moves only when the commit is
+// complete; on any error the repository's branches are as they were.
+func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error) {
+	r := opts.Recipe
+	rep := opts.Report
+	if rep == nil {
+		rep = discardReporter{}
+	}
+	res = &BuildResult{}
+	stage := func(name string) func(summary string, args ...any) {
+		rep.Stage(name)
+		start := time.Now()
+		return func(summary string, args ...any) {
+			d := time.Since(start)
+			res.Stages = append(res.Stages, StageTime{name, d})
+			rep.StageDone(name, d, fmt.Sprintf(summary, args...))
+		}
+	}
+	if opts.Recipe == nil {
+		return nil, errors.New("build: no recipe")
+	}
+	if len(r.Outputs.Images) > 0 {
+		return nil, fmt.Errorf("%s: outputs.images: disk images are not implemented yet", r.Path)
+	}
+	repoPath := opts.Repo
+	if repoPath == "" {
+		repoPath = r.OSTree.Repository
+	}
+	if repoPath == "" {
+		repoPath = DefaultRepo
+	}
+	res.Repo = repoPath
+	res.Branch = r.OSTree.Branch
+	if err := ostree.ValidateRef(res.Branch); err != nil {
+		return nil, fmt.Errorf("%s: ostree.branch: %w", r.Path, err)
+	}
+	if err := SandboxCheck(); err != nil {
+		return nil, err
+	}
+	cacheDir := opts.CacheDir
+	if cacheDir == "" {
+		if cacheDir, err = apt.DefaultCacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	now := time.Now()
+	epoch := now.Unix()
+	if opts.SourceDateEpoch != nil {
+		epoch = *opts.SourceDateEpoch
+	}
+	res.Timestamp = time.Unix(epoch, 0).UTC()
+
+	// Resolve.
+	lock := opts.Lock
+	if lock == nil {
+		done := stage("resolve")
+		var sol *apt.Solution
+		lock, sol, err = apt.Resolve(ctx, apt.ResolveOptions{
+			Sources: r.Sources, Request: r.AptRequest(), CacheDir: cacheDir,
+			Opener: &apt.Transport{Offline: opts.Offline},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", r.Path, err)
+		}
+		_ = sol
+		done("%d packages", len(lock.Packages))
+	} else {
+		for _, p := range lock.Packages {
+			if p.Architecture != r.Architecture && p.Architecture != "all" {
+				return nil, fmt.Errorf("the lock file pins %s, but the recipe builds %s", p.ID(), r.Architecture)
+			}
+		}
+	}
+	res.Lock = lock
+	if opts.LockPath != "" {
+		if err := lock.WriteFile(opts.LockPath); err != nil {
+			return nil, err
+		}
+	}
+
+	// Fetch.
+	done := stage("fetch")
+	cache := apt.DebCache(cacheDir)
+	cache.Offline = opts.Offline
+	items := lock.CacheItems()
+	missing := cache.Missing(items)
+	if err := cache.Fetch(ctx, items, &apt.Transport{Offline: opts.Offline}, func(d, t int64) { rep.Progress(d, t) }); err != nil {
+		return nil, err
+	}
+	done("%d packages, %d downloaded", len(items), len(missing))
+
+	// The repository, created when missing. Writers take its lock
+	// themselves (objects are idempotent; refs move under the lock).
+	repo, err := openOrInit(repoPath)
+	if err != nil {
+		return nil, err
+	}
+
+	// Unpack.
+	done = stage("unpack")
+	var n int64
+	trees, cached, err := UnpackAllCachedNotify(ctx, repo, cache, lock.Packages, 0, func(i int, t *DebTree, fromCache bool, took time.Duration) {
+		if !fromCache {
+			rep.Logf("unpacked %s (%.2fs)", t.ID(), took.Seconds())
+		}
+		rep.Progress(atomic.AddInt64(&n, 1), int64(len(lock.Packages)))
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Unpacked, res.FromCache = len(trees)-cached, cached
+	done("%d unpacked, %d from the per-.deb cache", res.Unpacked, res.FromCache)
+
+	// Merge and write the dpkg database.
+	done = stage("merge")
+	m := NewMerger(nil, MergeOptions{Architecture: r.Architecture})
+	if needsMergedUsrSeed(trees) {
+		if err := m.SeedMergedUsr(r.Architecture); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range trees {
+		if err := m.Merge(t); err != nil {
+			return nil, err
+		}
+	}
+	for _, w := range m.Warnings() {
+		res.Warnings = append(res.Warnings, w)
+		rep.Logf("warning: %s", w)
+	}
+	if err := m.WriteDpkgDatabase(trees); err != nil {
+		return nil, err
+	}
+	if err := addRecipeFiles(m.Root(), r); err != nil {
+		return nil, err
+	}
+	done("%d packages", len(trees))
+
+	// Configure.
+	done = stage("configure")
+	steps, err := recipeSteps(r)
+	if err != nil {
+		return nil, err
+	}
+	var hook *HookRequest
+	if r.Kernel.Package != "" {
+		hook = &HookRequest{Initramfs: &InitramfsRequest{Modules: r.Kernel.Modules, MTime: epoch}}
+	}
+	cres, err := Configure(ctx, repo, m.Root(), trees, ConfigureOptions{
+		Architecture: r.Architecture, Hostname: r.Hostname, SourceDateEpoch: epoch,
+		Steps: steps, WorkDir: opts.WorkDir, Log: rep.Output(), Hook: hook,
+	})
+	if err != nil {
+		return nil, err
+	}
+	summary := fmt.Sprintf("%d files changed or added by scripts, %d unchanged", cres.Read, cres.Reused)
+	var kernel *Kernel
+	if hr := cres.HookResult; hr != nil && hr.Initramfs != "" {
+		sum, err := ostree.ParseChecksum(hr.Initramfs)
+		if err != nil {
+			return nil, err
+		}
+		kernel = &Kernel{Version: hr.KernelVersion, Initramfs: &ostree.MemFile{
+			Header:   ostree.FileHeader{FileMeta: ostree.FileMeta{Mode: ostree.ModeRegular | 0o644}, Size: uint64(hr.InitramfsSize)},
+			Checksum: sum, Origin: "initramfs for " + hr.KernelVersion,
+		}}
+		res.KernelVersion = hr.KernelVersion
+		summary += fmt.Sprintf("; initramfs for %s: %.1f MB, %d modules", hr.KernelVersion, float64(hr.InitramfsSize)/1e6, len(hr.Modules))
+		if len(hr.Missing) > 0 {
+			rep.Logf("initramfs: modules not in kernel %s: %s", hr.KernelVersion, strings.Join(hr.Missing, " "))
+		}
+	}
+	done("%s", summary)
+
+	// OSTree layout.
+	done = stage("ostreeify")
+	ores, err := OSTreeify(cres.Root, kernel)
+	if err != nil {
+		return nil, err
+	}
+	done("%d /var entries in tmpfiles.d, %d volatile paths left out", ores.VarEntries, len(ores.Dropped))
+
+	// Commit.
+	done = stage("commit")
+	md := commitMetadata(r, lock, res.KernelVersion)
+	copts := ostree.CommitOptions{
+		Branch:    res.Branch,
+		Subject:   commitSubject(r, lock),
+		Timestamp: res.Timestamp,
+		Metadata:  md,
+		Parent:    opts.Parent,
+		WriteOptions: ostree.WriteTreeOptions{Progress: func(d, t int) {
+			rep.Progress(int64(d), int64(t))
+		}},
+	}
+	if opts.NoRef {
+		copts.Branch = ""
+		if opts.Parent == nil {
+			copts.Orphan = true
+		}
+		copts.NoBindings = false
+	}
+	cr, err := commitNoRefOr(ctx, repo, cres.Root, copts, res.Branch)
+	if err != nil {
+		return nil, err
+	}
+	res.Commit = cr.Checksum
+	res.Parent = cr.Commit.Parent
+	res.Files, res.ContentBytes = cr.Stats.Files, cr.Stats.ContentBytes
+	done("%s on %s", res.Commit, res.Branch)
+	return res, nil
+}
+
+// commitNoRefOr commits; without a branch in opts it still records the
+// ref-binding of branch, so a rebuild for comparison gives the same
+// commit as the real build.
+func commitNoRefOr(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, opts ostree.CommitOptions, branch string) (*ostree.CommitResult, error) {
+	if opts.Branch == "" {
+		opts.NoBindings = true
+		opts.Metadata = append(opts.Metadata, ostree.MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{branch})})
+	}
+	return repo.CommitTree(ctx, root, opts)
+}
+
+type discardReporter struct{}
+
+func (discardReporter) Stage(string)                            {}
+func (discardReporter) Progress(int64, int64)                   {}
+func (discardReporter) Logf(string, ...any)                     {}
+func (discardReporter) StageDone(string, time.Duration, string) {}
+func (discardReporter) Output() io.Writer                       { return io.Discard }
+
+func openOrInit(p string) (*ostree.Repo, error) {
+	if _, err := os.Stat(filepath.Join(p, "config")); err == nil {
+		return ostree.Open(p)
+	}
+	if entries, err := os.ReadDir(p); err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("%s exists and is not an OSTree repository", p)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	return ostree.Init(p)
+}
+
+// needsMergedUsrSeed reports whether the packages leave merged-/usr to the
+// installer (bookworm: debootstrap and mmdebstrap make /bin, /lib, ...
+// links first), rather than shipping the links in base-files (trixie).
+func needsMergedUsrSeed(trees []*DebTree) bool {
+	for _, t := range trees {
+		if t.Package == "base-files" {
+			f := t.Root.Files["bin"]
+			return f == nil || !isSymlink(f)
+		}
+	}
+	return true
+}
+
+// commitSubject is the recipe's subject, or "<name> <version>".
+func commitSubject(r *recipe.Recipe, lock *apt.Lock) string {
+	if r.OSTree.Subject != "" {
+		return r.OSTree.Subject
+	}
+	s := r.Name
+	if r.OSTree.Version != "" {
+		s += " " + r.OSTree.Version
+	}
+	return fmt.Sprintf("%s (%d packages)", s, len(lock.Packages))
+}
+
+// commitMetadata: version, the recipe's extra keys in order, then
+// ostree.bootable/ostree.linux, the lock digest and the package manifest.
+func commitMetadata(r *recipe.Recipe, lock *apt.Lock, kver string) ostree.Metadata {
+	var md ostree.Metadata
+	if r.OSTree.Version != "" {
+		md = append(md, ostree.MetadataEntry{Key: "version", Value: gvariant.NewVariant("s", r.OSTree.Version)})
+	}
+	for _, kv := range r.OSTree.Metadata {
+		md = append(md, ostree.MetadataEntry{Key: kv.Key, Value: gvariant.NewVariant("s", kv.Value)})
+	}
+	if kver != "" {
+		md = append(md,
+			ostree.MetadataEntry{Key: "ostree.bootable", Value: gvariant.NewVariant("b", true)},
+			ostree.MetadataEntry{Key: "ostree.linux", Value: gvariant.NewVariant("s", kver)},
+		)
+	}
+	manifest := make([]any, 0, len(lock.Packages))
+	for _, p := range lock.Packages {
+		manifest = append(manifest, []any{p.Name, p.Version, p.Architecture})
+	}
+	md = append(md,
+		ostree.MetadataEntry{Key: "apt-ostree.lock-digest", Value: gvariant.NewVariant("s", lock.Digest())},
+		ostree.MetadataEntry{Key: "apt-ostree.packages", Value: gvariant.NewVariant("a(sss)", manifest)},
+		ostree.MetadataEntry{Key: "apt-ostree.recipe", Value: gvariant.NewVariant("s", r.Name)},
+	)
+	return md
+}
+
+// addRecipeFiles puts the recipe's files and directories into the tree
+// (root-owned; recipeSteps sets the owners once users exist).
+func addRecipeFiles(root *ostree.MemDir, r *recipe.Recipe) error {
+	dirMeta := ostree.FileMeta{Mode: ostree.ModeDir | 0o755}
+	for _, d := range r.Directories {
+		p := strings.TrimPrefix(d.Path, "/")
+		dir, err := root.MkdirAll(p, dirMeta)
+		if err != nil {
+			return fmt.Errorf("%s: directories: %s: %w", r.Path, d.Path, err)
+		}
+		mode := uint32(0o755)
+		if d.Mode != nil {
+			mode = uint32(*d.Mode)
+		}
+		dir.Meta.Mode = ostree.ModeDir | mode
+	}
+	zero := uint32(0)
+	for _, f := range r.Files {
+		dest := strings.TrimPrefix(path.Clean(f.Destination), "/")
+		fi, err := os.Lstat(f.Source)
+		if err != nil {
+			return fmt.Errorf("%s: files: %w", r.Path, err)
+		}
+		parent, name := path.Split(dest)
+		pd, err := root.MkdirAll(parent, dirMeta)
+		if err != nil {
+			return fmt.Errorf("%s: files: %s: %w", r.Path, f.Destination, err)
+		}
+		if fi.IsDir() {
+			sub, err := ostree.ReadDir(f.Source, ostree.DirOptions{OwnerUID: &zero, OwnerGID: &zero, NoXattrs: true})
+			if err != nil {
+				return fmt.Errorf("%s: files: %w", r.Path, err)
+			}
+			if f.Mode != nil {
+				sub.Meta.Mode = ostree.ModeDir | uint32(*f.Mode)
+			}
+			delete(pd.Files, name)
+			pd.Dirs[name] = sub
+			continue
+		}
+		one, err := ostree.ReadDir(filepath.Dir(f.Source), ostree.DirOptions{OwnerUID: &zero, OwnerGID: &zero, NoXattrs: true})
+		if err != nil {
+			return fmt.Errorf("%s: files: %w", r.Path, err)
+		}
+		mf := one.Files[filepath.Base(f.Source)]
+		if mf == nil {
+			return fmt.Errorf("%s: files: %s is not a regular file, symlink or directory", r.Path, f.Source)
+		}
+		if f.Mode != nil {
+			mf.Header.Mode = mf.Header.Mode&ostree.ModeTypeMask | uint32(*f.Mode)
+		}
+		if _, isDir := pd.Dirs[name]; isDir {
+			return fmt.Errorf("%s: files: %s: a directory of the image is there", r.Path, f.Destination)
+		}
+		pd.Files[name] = mf
+	}
+	return nil
+}
+
+// recipeSteps turns hostname, groups, users, file owners and scripts into
+// configure steps, in that order.
+func recipeSteps(r *recipe.Recipe) ([]Step, error) {
+	var steps []Step
+	steps = append(steps, Step{Name: "hostname " + r.Hostname, Script: fmt.Sprintf("echo %s > /etc/hostname", shellQuote(r.Hostname))})
+	for _, g := range r.Groups {
+		args := []string{"groupadd"}
+		if g.System {
+			args = append(args, "--system")
+		}
+		if g.GID != nil {
+			args = append(args, "--gid", fmt.Sprint(*g.GID))
+		}
+		args = append(args, g.Name)
+		steps = append(steps, Step{Name: "group " + g.Name, Script: quoteArgs(args)})
+	}
+	for _, u := range r.Users {
+		args := []string{"useradd"}
+		if u.System {
+			args = append(args, "--system")
+		} else {
+			args = append(args, "--create-home")
+		}
+		if u.UID != nil {
+			args = append(args, "--uid", fmt.Sprint(*u.UID))
+		}
+		group := u.Group
+		if group == "" {
+			group = u.Name
+		}
+		script := ""
+		if group == u.Name {
+			// The user's own group: made unless the recipe made it.
+			script = fmt.Sprintf("if getent group %s >/dev/null; then g=--gid; else g=--user-group; fi\n", shellQuote(group))
+		}
+		if len(u.Groups) > 0 {
+			args = append(args, "--groups", strings.Join(u.Groups, ","))
+		}
+		if u.Comment != "" {
+			args = append(args, "--comment", u.Comment)
+		}
+		if u.Home != "" {
+			args = append(args, "--home-dir", u.Home)
+		}
+		if u.Shell != "" {
+			args = append(args, "--shell", u.Shell)
+		}
+		if u.PasswordHash != "" {
+			args = append(args, "--password", u.PasswordHash)
+		}
+		if group == u.Name {
+			script += quoteArgs(args) + ` $g $( [ "$g" = --gid ] && echo ` + shellQuote(group) + ` ) ` + shellQuote(u.Name)
+		} else {
+			script += quoteArgs(append(args, "--gid", group, u.Name))
+		}
+		steps = append(steps, Step{Name: "user " + u.Name, Script: script})
+	}
+	var owners []string
+	for _, d := range r.Directories {
+		if d.Owner != "" && d.Owner != "root:root" && d.Owner != "0:0" {
+			owners = append(owners, fmt.Sprintf("chown %s %s", shellQuote(d.Owner), shellQuote(d.Path)))
+		}
+	}
+	for _, f := range r.Files {
+		if f.Owner != "" && f.Owner != "root:root" && f.Owner != "0:0" {
+			owners = append(owners, fmt.Sprintf("chown -hR %s %s", shellQuote(f.Owner), shellQuote(f.Destination)))
+		}
+	}
+	if len(owners) > 0 {
+		steps = append(steps, Step{Name: "owners of files and directories", Script: strings.Join(owners, "\n")})
+	}
+	for i, s := range r.Scripts {
+		name := s.Name
+		if name == "" {
+			name = fmt.Sprintf("scripts[%d]", i)
+		}
+		body := s.Run
+		if s.Path != "" {
+			b, err := os.ReadFile(s.Path)
+			if err != nil {
+				return nil, fmt.Errorf("%s: scripts[%d]: %w", r.Path, i, err)
+			}
+			body = string(b)
+		}
+		delim := "AOF_SCRIPT_END"
+		for strings.Contains(body, delim) {
+			delim += "_"
+		}
+		f := fmt.Sprintf("/run/aof/script-%d", i)
+		script := fmt.Sprintf("cat > %s <<'%s'\n%s\n%s\nchmod 700 %s\n", f, delim, strings.TrimSuffix(body, "\n"), delim, f)
+		if strings.HasPrefix(body, "#!") {
+			script += f
+		} else {
+			script += "sh -e " + f
+		}
+		steps = append(steps, Step{Name: "script " + name, Script: script})
+	}
+	return steps, nil
+}
+
+func quoteArgs(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
