@@ -45,6 +45,7 @@ fuzz:
 bench:
 	bash scripts/bench-resolve.sh
 	bash scripts/bench-commit.sh
+	bash scripts/bench-build.sh
 
 clean:
 	rm -rf bin

@@ -14,6 +14,9 @@ need=(
   "mmdebstrap:mmdebstrap"
   "apt-get:apt"
   "dpkg-deb:dpkg"
+  "newuidmap:uidmap"
+  "unshare:util-linux"
+  "cpio:cpio"
 )
 if [[ "${1:-}" == "--bench" ]]; then
   need+=("/usr/bin/time:time" "bc:bc")

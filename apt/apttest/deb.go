@@ -25,6 +25,9 @@ type Deb struct {
 	// parent directories are added. Modes: 0755 for paths under bin/ or
 	// sbin/, 0644 otherwise.
 	Files map[string]string
+	// Scripts are further control.tar members by name ("postinst",
+	// "preinst", "triggers", ...).
+	Scripts map[string]string
 }
 
 // debMtime is the fixed timestamp of every archive member, so that the same
@@ -67,7 +70,11 @@ func (d Deb) Build() ([]byte, error) {
 	if d.Package == "" || d.Version == "" {
 		return nil, fmt.Errorf("apttest: a Deb needs Package and Version")
 	}
-	control, err := tarGz(map[string]string{"control": d.Control()})
+	members := map[string]string{"control": d.Control()}
+	for k, v := range d.Scripts {
+		members[k] = v
+	}
+	control, err := tarGz(members)
 	if err != nil {
 		return nil, err
 	}
