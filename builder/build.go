@@ -246,6 +246,11 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		return nil, err
 	}
 	summary := fmt.Sprintf("%d files changed or added by scripts, %d unchanged", cres.Read, cres.Reused)
+	var parts []string
+	for _, s := range cres.Steps {
+		parts = append(parts, fmt.Sprintf("%s %.1fs", s.Name, s.Duration.Seconds()))
+	}
+	rep.Logf("configure: %s", strings.Join(parts, ", "))
 	var kernel *Kernel
 	if hr := cres.HookResult; hr != nil && hr.Initramfs != "" {
 		sum, err := ostree.ParseChecksum(hr.Initramfs)

@@ -53,6 +53,7 @@ type ConfigureResult struct {
 	Reused     int // files taken from the checkout unchanged, not read again
 	Read       int // files added or changed by the scripts
 	HookResult *HookResult
+	Steps      []StageTime // checkout, scripts, read back, initramfs
 	Duration   time.Duration
 }
 
@@ -78,7 +79,7 @@ func Configure(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, debs
 	if workDir == "" {
 		workDir = os.TempDir()
 	}
-	tail := &tailWriter{max: 40}
+	tail := &tailWriter{max: 40, maxCauses: 20}
 	job := &sandboxJob{
 		Repo:     repo.Path(),
 		Tree:     tree.String(),
@@ -91,7 +92,7 @@ func Configure(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, debs
 	}
 	res, err := runJob(ctx, job, io.MultiWriter(log, tail))
 	if err != nil {
-		return nil, explainFailure(err, tail.lines())
+		return nil, explainFailure(err, tail.causes, tail.lines())
 	}
 	newTree, err1 := ostree.ParseChecksum(res.Tree)
 	newMeta, err2 := ostree.ParseChecksum(res.Meta)
@@ -104,7 +105,7 @@ func Configure(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, debs
 	if err != nil {
 		return nil, fmt.Errorf("configure: read back the configured tree: %w", err)
 	}
-	return &ConfigureResult{Root: out, Reused: res.Reused, Read: res.Read, HookResult: res.Hook, Duration: time.Since(start)}, nil
+	return &ConfigureResult{Root: out, Reused: res.Reused, Read: res.Read, HookResult: res.Hook, Steps: res.Steps, Duration: time.Since(start)}, nil
 }
 
 func seedHeaders(d *ostree.MemDir, into map[ostree.Checksum]ostree.FileHeader) {
@@ -120,17 +121,10 @@ func seedHeaders(d *ostree.MemDir, into map[ostree.Checksum]ostree.FileHeader) {
 
 // explainFailure puts the lines that name the cause (dpkg's "error
 // processing package", the failing step) in front of the log's tail.
-func explainFailure(err error, tail []string) error {
-	var cause []string
-	for _, l := range tail {
-		if strings.HasPrefix(l, "dpkg: error") || strings.Contains(l, "subprocess returned error exit status") ||
-			strings.HasPrefix(l, "aof: ") || strings.HasPrefix(l, "configure sandbox:") {
-			cause = append(cause, "  "+l)
-		}
-	}
+func explainFailure(err error, causes, tail []string) error {
 	msg := fmt.Sprintf("configure: %v", err)
-	if len(cause) > 0 {
-		msg += "\n" + strings.Join(cause, "\n")
+	if len(causes) > 0 {
+		msg += "\n  " + strings.Join(causes, "\n  ")
 	}
 	if len(tail) > 0 {
 		msg += "\nlast lines of the log:\n  " + strings.Join(tail, "\n  ")
@@ -138,10 +132,19 @@ func explainFailure(err error, tail []string) error {
 	return fmt.Errorf("%s", msg)
 }
 
+// isCause reports whether a log line says why configuring failed.
+func isCause(l string) bool {
+	return strings.HasPrefix(l, "dpkg: error") || strings.Contains(l, "subprocess returned error exit status") ||
+		strings.HasPrefix(l, "dpkg: dependency problems") || strings.HasPrefix(l, "aof: ") && strings.Contains(l, "fail") ||
+		strings.HasPrefix(l, "configure sandbox:")
+}
+
+// tailWriter keeps the last lines of the log, and every line that names
+// a cause of failure.
 type tailWriter struct {
-	max  int
-	buf  []string
-	part string
+	max, maxCauses int
+	buf, causes    []string
+	part           string
 }
 
 func (t *tailWriter) Write(p []byte) (int, error) {
@@ -149,6 +152,9 @@ func (t *tailWriter) Write(p []byte) (int, error) {
 	parts := strings.Split(s, "\n")
 	t.part = parts[len(parts)-1]
 	for _, l := range parts[:len(parts)-1] {
+		if isCause(l) && len(t.causes) < t.maxCauses {
+			t.causes = append(t.causes, l)
+		}
 		t.buf = append(t.buf, l)
 		if len(t.buf) > t.max {
 			t.buf = t.buf[1:]
@@ -198,7 +204,7 @@ func configureScript(debs []*DebTree, opts ConfigureOptions) string {
 	// Initramfs generators are replaced by no-ops on the sandbox's /run:
 	// the factory builds the initramfs.
 	w("mkdir -p /run/aof/bin")
-	w("for t in update-initramfs mkinitramfs dracut; do printf '#!/bin/sh\\necho \"aof: $0 skipped: the factory builds the initramfs\" >&2\\nexit 0\\n' > /run/aof/bin/$t; chmod 755 /run/aof/bin/$t; done")
+	w("for t in update-initramfs mkinitramfs dracut; do printf '#!/bin/sh\\necho \"apt-ostree-factory: $0 skipped: the factory builds the initramfs\" >&2\\nexit 0\\n' > /run/aof/bin/$t; chmod 755 /run/aof/bin/$t; done")
 	w("if [ -e /usr/sbin/policy-rc.d ]; then echo 'aof: /usr/sbin/policy-rc.d exists in the image; it will be replaced for the build' >&2; mv /usr/sbin/policy-rc.d /run/aof/policy-rc.d.image; fi")
 	w("printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d")
 	dpkgVersion := ""
@@ -311,8 +317,10 @@ type sandboxJob struct {
 type sandboxResult struct {
 	Tree, Meta   string
 	Reused, Read int
-	Hook         *HookResult `json:",omitempty"`
-	Error        string      `json:",omitempty"`
+	// Steps is how long each part of the worker took, in order.
+	Steps []StageTime
+	Hook  *HookResult `json:",omitempty"`
+	Error string      `json:",omitempty"`
 }
 
 type checkedOut struct {
@@ -339,6 +347,12 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 	}
 	defer removeTree(parent)
 	root := filepath.Join(parent, "root")
+	res := &sandboxResult{}
+	last := time.Now()
+	step := func(name string) {
+		res.Steps = append(res.Steps, StageTime{name, time.Since(last)})
+		last = time.Now()
+	}
 	if err := repo.CheckoutDirTree(ctx, tree, meta, root, ostree.CheckoutOptions{Owners: true, Xattrs: true}); err != nil {
 		return nil, fmt.Errorf("configure sandbox: check out the tree: %w", err)
 	}
@@ -346,10 +360,11 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 	if err := recordCheckout(repo, tree, root, "/", known); err != nil {
 		return nil, err
 	}
+	step("checkout")
 	if err := runChroot(ctx, root, j.Hostname, j.Script, j.Env, log); err != nil {
 		return nil, fmt.Errorf("configure sandbox: the configure script failed: %w", err)
 	}
-	res := &sandboxResult{}
+	step("scripts")
 	mem, err := ostree.ReadDir(root, ostree.DirOptions{Known: func(rel string, st *unix.Stat_t) (ostree.Checksum, bool) {
 		k, ok := known[rel]
 		if ok && k.ino == st.Ino && k.size == st.Size && k.ctime == st.Ctim && k.mtime == st.Mtim {
@@ -367,12 +382,14 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 		return nil, fmt.Errorf("configure sandbox: store the configured tree: %w", err)
 	}
 	res.Tree, res.Meta = newTree.String(), newMeta.String()
+	step("read back")
 	if j.Hook != nil {
 		hr, err := runHook(ctx, repo, root, j.Hook)
 		if err != nil {
 			return nil, err
 		}
 		res.Hook = hr
+		step("initramfs")
 	}
 	return res, nil
 }
