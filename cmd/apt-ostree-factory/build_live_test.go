@@ -386,3 +386,85 @@ func ensureBuildUser(t *testing.T) *user.User {
 	}
 	return u
 }
+
+// TestLiveBuildRecipeFeatures builds a kernel-less recipe with users,
+// groups, files, directories and scripts, and checks where each ended up.
+func TestLiveBuildRecipeFeatures(t *testing.T) {
+	needLiveBuild(t)
+	root := testenv.ModuleRoot(t)
+	c := &cli{t: t, mirror: testenv.DebianMirror(t), cacheDir: filepath.Join(os.TempDir(), "aof-test-cache")}
+	t.Setenv("SOURCE_DATE_EPOCH", "1763800000")
+	dir := t.TempDir()
+	data, err := os.ReadFile(filepath.Join(root, "recipes", "trixie-minimal.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := regexp.MustCompile(`(?m)^kernel:\n  package: .*\n`).ReplaceAllString(string(data), "")
+	text = strings.Replace(text, "hostname: debian", "hostname: demohost", 1)
+	text += `groups:
+  - name: operators
+    gid: 1500
+users:
+  - name: admin
+    uid: 1000
+    groups: [operators]
+    password-hash: $y$j9T$aofsalt$aofhash
+files:
+  - source: files/motd
+    destination: /etc/motd
+    mode: "0640"
+    owner: admin:operators
+  - source: files/tree
+    destination: /opt/demo
+directories:
+  - path: /var/lib/demo
+    mode: "0750"
+    owner: admin:operators
+scripts:
+  - run: echo scripted > /etc/scripted
+  - path: setup.sh
+`
+	os.MkdirAll(filepath.Join(dir, "files", "tree", "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "files", "motd"), []byte("welcome\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "files", "tree", "sub", "data"), []byte("d\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "setup.sh"), []byte("#!/bin/sh\nset -e\nid admin > /etc/admin-id\n"), 0o755)
+	recipePath := filepath.Join(dir, "features.yaml")
+	os.WriteFile(recipePath, []byte(text), 0o644)
+	repo := filepath.Join(dir, "repo")
+	commit, stderr, code := c.build(recipePath, "--repo", repo)
+	if code != 0 {
+		t.Fatalf("build failed:\n%s", stderr)
+	}
+	cat := func(p string) string { return ostreeCmd(t, "cat", "--repo="+repo, commit, p) }
+	ls := func(p string) string { return strings.TrimSpace(ostreeCmd(t, "ls", "--repo="+repo, commit, p)) }
+	if got := cat("/usr/etc/hostname"); got != "demohost\n" {
+		t.Errorf("hostname %q", got)
+	}
+	if !strings.Contains(cat("/usr/etc/passwd"), "\nadmin:x:1000:1000::/home/admin:/bin/bash\n") {
+		t.Errorf("passwd:\n%s", cat("/usr/etc/passwd"))
+	}
+	if !strings.Contains(cat("/usr/etc/shadow"), "\nadmin:$y$j9T$aofsalt$aofhash:") {
+		t.Errorf("shadow lacks the hash")
+	}
+	if !strings.Contains(cat("/usr/etc/group"), "\noperators:x:1500:admin\n") {
+		t.Errorf("group:\n%s", cat("/usr/etc/group"))
+	}
+	if got := ls("/usr/etc/motd"); !strings.HasPrefix(got, "-00640 1000 1500 ") {
+		t.Errorf("motd: %s", got)
+	}
+	if got := cat("/usr/etc/scripted"); got != "scripted\n" {
+		t.Errorf("inline script: %q", got)
+	}
+	if got := cat("/usr/etc/admin-id"); !strings.Contains(got, "uid=1000(admin)") {
+		t.Errorf("script file: %q", got)
+	}
+	if got := cat("/usr/share/factory/var/opt/demo/sub/data"); got != "d\n" {
+		t.Errorf("files tree under /opt: %q", got)
+	}
+	conf := cat("/usr/lib/tmpfiles.d/apt-ostree-var.conf")
+	for _, want := range []string{"d /var/lib/demo 0750 1000 1500 -\n", "d /var/home/admin 0700 1000 1000 -\n", "d /var/opt/demo 0755 0 0 -\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("tmpfiles.d lacks %q:\n%s", want, conf)
+		}
+	}
+}
