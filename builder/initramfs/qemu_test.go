@@ -215,7 +215,7 @@ func TestQEMUBootOSTree(t *testing.T) {
 	if os.Getenv("AOF_QEMU_KEEP") == "1" {
 		t.Logf("work directory kept: %s", work)
 	} else {
-		t.Cleanup(func() { os.RemoveAll(work) })
+		t.Cleanup(func() { removeSysroot(t, work) })
 	}
 	tree := filepath.Join(work, "tree")
 	run(t, "", "cp", "-a", src, tree)
@@ -352,6 +352,7 @@ func TestQEMUBootOSTree(t *testing.T) {
 	}
 	run(t, "", "mkfs.ext4", "-q", "-L", "root", "-E", "offset=1048576", "-d", sysroot, disk, "2900M")
 	partUUID := strings.ToLower(strings.TrimSpace(run(t, "", "sfdisk", "--part-uuid", disk, "1")))
+	removeSysroot(t, sysroot)
 	t.Logf("prepared in %v: options %q, PARTUUID %s", time.Since(t0).Round(time.Second), options, partUUID)
 
 	timeout := 600 * time.Second
@@ -416,6 +417,23 @@ func TestQEMUBootOSTree(t *testing.T) {
 		}
 	})
 	t.Logf("QEMU smoke test total: %v", time.Since(t0).Round(time.Second))
+}
+
+// removeSysroot deletes a directory holding an OSTree sysroot: "ostree
+// admin deploy" makes deployment roots immutable (chattr +i), which
+// os.RemoveAll cannot undo.
+func removeSysroot(t *testing.T, dir string) {
+	t.Helper()
+	deploys, _ := filepath.Glob(filepath.Join(dir, "*", "ostree", "deploy", "*", "deploy", "*.0"))
+	more, _ := filepath.Glob(filepath.Join(dir, "ostree", "deploy", "*", "deploy", "*.0"))
+	for _, d := range append(deploys, more...) {
+		if out, err := exec.Command("chattr", "-i", d).CombinedOutput(); err != nil {
+			t.Logf("chattr -i %s: %v %s", d, err, out)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Errorf("removing %s: %v", dir, err)
+	}
 }
 
 func tail(s string, n int) string {
