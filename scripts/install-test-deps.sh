@@ -17,6 +17,9 @@ need=(
   "newuidmap:uidmap"
   "unshare:util-linux"
   "cpio:cpio"
+  "busybox:busybox"
+  "sfdisk:fdisk"
+  "qemu-system-x86_64:qemu-system-x86"
 )
 if [[ "${1:-}" == "--bench" ]]; then
   need+=("/usr/bin/time:time" "bc:bc")

@@ -232,10 +232,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 // writeGzipCpio writes recs as a gzip-compressed newc archive with a
-// trailer. The gzip header carries no name and no timestamp.
+// trailer. The gzip header carries no name and no timestamp. Level 6:
+// level 9 took 4.7 s instead of 0.7 s for a 3% smaller trixie image.
 func writeGzipCpio(w io.Writer, recs []cpio.Record) (int64, error) {
 	cw := &countingWriter{w: w}
-	zw, err := gzip.NewWriterLevel(cw, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(cw, gzip.DefaultCompression)
 	if err != nil {
 		return 0, err
 	}
