@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -12,21 +15,19 @@ import (
 	"time"
 
 	"github.com/apt-ostree/apt-ostree-factory/apt"
+	"github.com/apt-ostree/apt-ostree-factory/internal/atomicfile"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 )
 
 // The per-.deb cache lives in the OSTree repository itself. An unpacked
-// .deb is a commit of its DebTree.Root under the ref
-//
-//	aof/debs/<sha256 of the .deb>
-//
-// with no parent, no ref binding, timestamp 0 and the subject
-// "deb <package> <version> <arch>", so the same .deb always gives the same
-// commit checksum. The commit's metadata carries what the tree cannot:
+// .deb is a commit of its DebTree.Root, with no parent, no ref binding,
+// timestamp 0 and the subject "deb <package> <version> <arch>", so the same
+// .deb always gives the same commit checksum. The commit's metadata carries
+// what the tree cannot:
 //
 //	aof.deb.format        u       DebCacheFormat; other values are ignored (unpacked again)
-//	aof.deb.sha256        s       the .deb's SHA-256, as in the ref
+//	aof.deb.sha256        s       the .deb's SHA-256
 //	aof.deb.size          t       the .deb's size in bytes
 //	aof.deb.package       s       Package, Version, Architecture of the control file
 //	aof.deb.version       s
@@ -36,21 +37,45 @@ import (
 //	aof.deb.warnings      as      DebTree.Warnings
 //	aof.deb.control       a{say}  every control.tar member by name
 //
-// Being an ordinary commit, a cache entry keeps its objects alive through
-// `ostree prune --refs-only`, passes `ostree fsck`, and can be inspected
-// with `ostree ls aof/debs/<sha256>` and `ostree show`. Deleting the refs
-// (`ostree refs --delete aof/debs`) and pruning empties the cache. Loading
-// reads only the commit, its dirtree/dirmeta objects and the headers of its
-// content objects; the .deb is not opened.
+// The commit is found through a file outside refs/, holding its checksum:
+//
+//	<repo>/extensions/apt-ostree-factory/debs/<sha256 of the .deb>
+//
+// (ostree leaves extensions/ to tools, as rpm-ostree's does). Not being a
+// ref, the cache never shows in `ostree refs`, in a summary or in a pull,
+// and a failed build changes no ref. The commits pass `ostree fsck` and
+// can be inspected with `ostree show <checksum>`; `ostree prune` removes
+// them (the cache is then rebuilt: an entry whose objects are gone is
+// unpacked again). Loading reads only the commit, its dirtree/dirmeta
+// objects and the headers of its content objects; the .deb is not opened.
 
 // DebCacheFormat is the version of the cache entries written here.
 const DebCacheFormat = 1
 
-// DebCacheRefPrefix is where the per-.deb cache refs live.
-const DebCacheRefPrefix = "aof/debs/"
+// DebCacheDir is the directory of the cache's index inside a repository.
+const DebCacheDir = "extensions/apt-ostree-factory/debs"
 
-// DebCacheRef is the ref of the cache entry for the .deb with this SHA-256.
-func DebCacheRef(sha256 string) string { return DebCacheRefPrefix + sha256 }
+// debCacheIndex is the index file of the .deb with this SHA-256.
+func debCacheIndex(repo *ostree.Repo, sha256 string) string {
+	return filepath.Join(repo.Path(), DebCacheDir, sha256)
+}
+
+// CachedCommit returns the cache commit of the .deb with this SHA-256, or
+// an error wrapping ErrNotCached.
+func CachedCommit(repo *ostree.Repo, sha256 string) (ostree.Checksum, error) {
+	b, err := os.ReadFile(debCacheIndex(repo, sha256))
+	if errors.Is(err, fs.ErrNotExist) {
+		return ostree.Checksum{}, fmt.Errorf("%s: %w", sha256, ErrNotCached)
+	}
+	if err != nil {
+		return ostree.Checksum{}, err
+	}
+	c, err := ostree.ParseChecksum(strings.TrimSpace(string(b)))
+	if err != nil {
+		return ostree.Checksum{}, fmt.Errorf("%s: %v: %w", debCacheIndex(repo, sha256), err, ErrNotCached)
+	}
+	return c, nil
+}
 
 // ErrNotCached is returned by LoadCached when the repository holds no
 // usable entry for a .deb.
@@ -162,7 +187,7 @@ func unpackCached(ctx context.Context, repo *ostree.Repo, cache *apt.Cache, pkg 
 		return nil, false, err
 	}
 	if damaged != nil {
-		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: per-.deb cache entry %s was unusable (%v); unpacked again", t.Package, DebCacheRef(pkg.SHA256), damaged))
+		t.Warnings = append(t.Warnings, fmt.Sprintf("%s: per-.deb cache entry %s was unusable (%v); unpacked again", t.Package, pkg.SHA256, damaged))
 	}
 	if err := StoreCached(ctx, repo, t); err != nil {
 		return nil, false, err
@@ -210,14 +235,21 @@ func StoreCached(ctx context.Context, repo *ostree.Repo, t *DebTree) error {
 		{Key: "aof.deb.warnings", Value: gvariant.NewVariant("as", strs(t.Warnings))},
 		{Key: "aof.deb.control", Value: gvariant.NewVariant("a{say}", control)},
 	}
-	_, err := repo.CommitTree(ctx, t.Root, ostree.CommitOptions{
-		Branch:     DebCacheRef(t.SHA256),
+	cr, err := repo.CommitTree(ctx, t.Root, ostree.CommitOptions{
 		Subject:    fmt.Sprintf("deb %s %s %s", t.Package, t.Version, t.Architecture),
 		Timestamp:  time.Unix(0, 0),
 		Metadata:   md,
 		Orphan:     true,
 		NoBindings: true,
 	})
+	if err == nil {
+		// The objects are on disk (CommitTree syncs before it returns);
+		// only now does the index point at them.
+		idx := debCacheIndex(repo, t.SHA256)
+		if err = os.MkdirAll(filepath.Dir(idx), 0o755); err == nil {
+			err = atomicfile.WriteFile(idx, []byte(cr.Checksum.String()+"\n"), 0o644)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%s: recording in the per-.deb cache: %w", t.ID(), err)
 	}
@@ -231,11 +263,8 @@ func LoadCached(repo *ostree.Repo, sha256 string) (*DebTree, error) {
 	if !isHexSHA256(sha256) {
 		return nil, fmt.Errorf("%q is not a SHA-256", sha256)
 	}
-	ref := DebCacheRef(sha256)
-	c, err := repo.ReadRef(ref)
-	if errors.Is(err, ostree.ErrNotFound) {
-		return nil, fmt.Errorf("%s: %w", ref, ErrNotCached)
-	}
+	ref := "per-.deb cache entry " + sha256
+	c, err := CachedCommit(repo, sha256)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func TestUnpackCachedReadsTheDebOnce(t *testing.T) {
 	if fromCache {
 		t.Error("first unpack reported as from the cache")
 	}
-	if c, err := repo.ReadRef(DebCacheRef(lp.SHA256)); err != nil || c.IsZero() {
+	if c, err := CachedCommit(repo, lp.SHA256); err != nil || c.IsZero() {
 		t.Fatalf("no cache ref: %v", err)
 	}
 	firstTree, firstMeta, _, err := repo.WriteTree(ctx, first.Root, ostree.WriteTreeOptions{})
@@ -94,7 +94,7 @@ func TestUnpackCachedIsDeterministic(t *testing.T) {
 		if _, _, err := UnpackCached(ctx, repo, cache, lp); err != nil {
 			t.Fatal(err)
 		}
-		c, err := repo.ReadRef(DebCacheRef(lp.SHA256))
+		c, err := CachedCommit(repo, lp.SHA256)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +145,7 @@ func TestUnpackCachedChecksIdentity(t *testing.T) {
 		t.Errorf("a lock entry naming another version: %v", err)
 	}
 	// Nothing was recorded for a package that failed.
-	if _, err := repo.ReadRef(DebCacheRef(lp.SHA256)); !errors.Is(err, ostree.ErrNotFound) {
+	if _, err := CachedCommit(repo, lp.SHA256); !errors.Is(err, ErrNotCached) {
 		t.Errorf("cache ref after a failure: %v", err)
 	}
 }
@@ -174,7 +174,7 @@ func TestUnpackCachedRefusesCorruptDeb(t *testing.T) {
 		t.Errorf("error does not name the package: %v", err)
 	}
 	t.Log(err)
-	if _, err := repo.ReadRef(DebCacheRef(lp.SHA256)); !errors.Is(err, ostree.ErrNotFound) {
+	if _, err := CachedCommit(repo, lp.SHA256); !errors.Is(err, ErrNotCached) {
 		t.Errorf("cache ref after a failure: %v", err)
 	}
 }

@@ -19,7 +19,7 @@
 // # Per-.deb cache
 //
 // UnpackCached records each unpacked .deb in the repository as a commit
-// under the ref aof/debs/<sha256> (see debcache.go for the format), so a
+// indexed by the .deb's SHA-256 (see debcache.go for the format), so a
 // rebuild only unpacks the .debs that changed; the others are loaded back
 // from their commits without reading the .deb.
 //
