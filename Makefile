@@ -26,9 +26,11 @@ lint:
 test: deps lint unit race fuzz-smoke
 
 # AOF_NETWORK_TESTS=1 runs the tests against the live Debian archive that apt
-# on this machine is configured with (solver vs mmdebstrap, real .debs).
+# on this machine is configured with (solver vs mmdebstrap, real .debs, the
+# default recipe built as root and as a subuid user); AOF_QEMU_TESTS=1 boots
+# the built commit under QEMU (TCG when KVM does not answer).
 unit:
-	AOF_REQUIRE_TOOLS=1 AOF_NETWORK_TESTS=1 $(GO) test -count=1 -timeout 40m ./...
+	AOF_REQUIRE_TOOLS=1 AOF_NETWORK_TESTS=1 AOF_QEMU_TESTS=1 $(GO) test -count=1 -timeout 40m ./...
 
 race:
 	AOF_REQUIRE_TOOLS=1 $(GO) test -race -short -count=1 -timeout 20m $(RACE_PKGS)
