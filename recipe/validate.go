@@ -160,54 +160,15 @@ func (v *validator) check(r *Recipe) error {
 	}
 
 	// groups and users
-	groupNames := map[string]int{}
-	gids := map[uint32]int{}
+	groupNames, gids := map[string]int{}, map[uint32]int{}
 	for i, g := range r.Groups {
-		at := []any{"groups", i}
-		switch {
-		case g.Name == "":
-			add(at, "groups[%d]: missing required field \"name\"", i)
-		case !validAccountName(g.Name):
-			add(append(at, "name"), "groups[%d].name %q: %s", i, g.Name, accountNameRule)
-		default:
-			if j, dup := groupNames[g.Name]; dup {
-				add(append(at, "name"), "groups[%d].name %q: already defined by groups[%d]", i, g.Name, j)
-			} else {
-				groupNames[g.Name] = i
-			}
-		}
-		if g.GID != nil {
-			if j, dup := gids[*g.GID]; dup {
-				add(append(at, "gid"), "groups[%d].gid %d: already used by groups[%d]", i, *g.GID, j)
-			} else {
-				gids[*g.GID] = i
-			}
-		}
+		checkAccount(add, "groups", "gid", i, g.Name, g.GID, groupNames, gids)
 	}
-	userNames := map[string]int{}
-	uids := map[uint32]int{}
+	userNames, uids := map[string]int{}, map[uint32]int{}
 	for i := range r.Users {
 		u := &r.Users[i]
 		at := []any{"users", i}
-		switch {
-		case u.Name == "":
-			add(at, "users[%d]: missing required field \"name\"", i)
-		case !validAccountName(u.Name):
-			add(append(at, "name"), "users[%d].name %q: %s", i, u.Name, accountNameRule)
-		default:
-			if j, dup := userNames[u.Name]; dup {
-				add(append(at, "name"), "users[%d].name %q: already defined by users[%d]", i, u.Name, j)
-			} else {
-				userNames[u.Name] = i
-			}
-		}
-		if u.UID != nil {
-			if j, dup := uids[*u.UID]; dup {
-				add(append(at, "uid"), "users[%d].uid %d: already used by users[%d]", i, *u.UID, j)
-			} else {
-				uids[*u.UID] = i
-			}
-		}
+		checkAccount(add, "users", "uid", i, u.Name, u.UID, userNames, uids)
 		if u.Group != "" && u.Group != u.Name && !validAccountName(u.Group) {
 			add(append(at, "group"), "users[%d].group %q: %s", i, u.Group, accountNameRule)
 		}
@@ -454,4 +415,29 @@ func checkOwner(s string) string {
 		}
 	}
 	return ""
+}
+
+// checkAccount checks the name and id of groups[i] or users[i]: the name
+// is present, valid and unique, the id (if given) unique.
+func checkAccount(add func([]any, string, ...any), list, idKey string, i int, name string, id *uint32, names map[string]int, ids map[uint32]int) {
+	at := []any{list, i}
+	switch {
+	case name == "":
+		add(at, "%s[%d]: missing required field \"name\"", list, i)
+	case !validAccountName(name):
+		add(append(at, "name"), "%s[%d].name %q: %s", list, i, name, accountNameRule)
+	default:
+		if j, dup := names[name]; dup {
+			add(append(at, "name"), "%s[%d].name %q: already defined by %s[%d]", list, i, name, list, j)
+		} else {
+			names[name] = i
+		}
+	}
+	if id != nil {
+		if j, dup := ids[*id]; dup {
+			add(append(at, idKey), "%s[%d].%s %d: already used by %s[%d]", list, i, idKey, *id, list, j)
+		} else {
+			ids[*id] = i
+		}
+	}
 }
