@@ -1,11 +1,8 @@
 package initramfs
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	qemutests "github.com/apt-ostree/apt-ostree-factory/qemu-tests"
 )
 
 // The QEMU smoke test boots an OSTree deployment of a real Debian tree with
@@ -116,82 +115,6 @@ func unpackDebs(t *testing.T, tree string, debs []string) {
 			t.Fatalf("tar for %s: %v\n%s", d, err, errb.String())
 		}
 	}
-}
-
-type qemuBoot struct {
-	accel   string
-	kernel  string
-	initrd  string
-	disk    string
-	timeout time.Duration
-}
-
-// boot runs QEMU until it exits, the timeout passes, or a line contains
-// stopAt (then QEMU is killed). It returns the console output.
-func (q *qemuBoot) boot(t *testing.T, logPath, appendLine, stopAt string) (string, time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), q.timeout)
-	defer cancel()
-	args := []string{
-		"-accel", q.accel, "-machine", "q35", "-cpu", "max", "-smp", "2", "-m", "1024",
-		"-nographic", "-no-reboot", "-nic", "none",
-		"-kernel", q.kernel, "-initrd", q.initrd, "-append", appendLine,
-		"-drive", "file=" + q.disk + ",if=virtio,format=raw",
-	}
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	cmd.Stdin = nil
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			out.WriteString(line + "\n")
-			fmt.Fprintln(logf, line)
-			if stopAt != "" && strings.Contains(line, stopAt) {
-				cmd.Process.Kill()
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	err = cmd.Wait()
-	pw.Close()
-	<-done
-	if ctx.Err() != nil {
-		t.Errorf("QEMU timed out after %v (log %s)", q.timeout, logPath)
-	} else if err != nil && stopAt == "" {
-		t.Logf("QEMU exited: %v", err)
-	}
-	return out.String(), time.Since(start)
-}
-
-// probeKVM reports whether KVM works: /dev/kvm can exist and hang, so a
-// kernel that panics at once must finish within a few seconds.
-func probeKVM(t *testing.T, kernel string) bool {
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-	defer cancel()
-	out, _ := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-m", "256",
-		"-nographic", "-no-reboot", "-nic", "none", "-kernel", kernel,
-		"-append", "console=ttyS0 panic=-1 root=/dev/nonexistent").CombinedOutput()
-	ok := ctx.Err() == nil && bytes.Contains(out, []byte("Kernel panic"))
-	t.Logf("KVM probe: usable=%v", ok)
-	return ok
 }
 
 func TestQEMUBootOSTree(t *testing.T) {
@@ -362,11 +285,22 @@ func TestQEMUBootOSTree(t *testing.T) {
 			timeout = time.Duration(n) * time.Second
 		}
 	}
-	accel := "tcg,thread=multi"
-	if probeKVM(t, kernel) {
-		accel = "kvm"
+	_, why := qemutests.KVMUsable(kernel)
+	t.Log(why)
+	boot := func(t *testing.T, logPath, appendLine, stopAt string) (string, string, time.Duration) {
+		t.Helper()
+		res, err := qemutests.VM{Kernel: kernel, Initrd: initrd, Disks: []string{disk}, Timeout: timeout,
+			Log: logPath, Append: appendLine, StopAt: stopAt}.Run()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.TimedOut {
+			t.Errorf("QEMU timed out after %v (log %s)", timeout, logPath)
+		} else if res.ExitErr != nil && stopAt == "" {
+			t.Logf("QEMU exited: %v", res.ExitErr)
+		}
+		return res.Console, res.Accel, res.Took
 	}
-	q := &qemuBoot{accel: accel, kernel: kernel, initrd: initrd, disk: disk, timeout: timeout}
 	rootRe := regexp.MustCompile(`root=\S+`)
 	mountRe := func(src, mnt string) *regexp.Regexp {
 		return regexp.MustCompile(`AOF-MOUNT: ` + regexp.QuoteMeta(src) + ` ` + regexp.QuoteMeta(mnt) + ` `)
@@ -378,7 +312,7 @@ func TestQEMUBootOSTree(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			appendLine := rootRe.ReplaceAllString(options, tc.root) + " panic=-1"
-			out, took := q.boot(t, filepath.Join(work, "console-"+tc.name+".log"), appendLine, "")
+			out, accel, took := boot(t, filepath.Join(work, "console-"+tc.name+".log"), appendLine, "")
 			t.Logf("boot %s (%s): %v", tc.name, accel, took.Round(time.Second))
 			for _, want := range []string{
 				"initramfs: root device " + strings.TrimPrefix(tc.root, "root=") + " is /dev/vda1",
@@ -410,7 +344,7 @@ func TestQEMUBootOSTree(t *testing.T) {
 
 	t.Run("emergency", func(t *testing.T) {
 		appendLine := rootRe.ReplaceAllString(options, "root=LABEL=does-not-exist") + " rootwait=3 panic=-1"
-		out, took := q.boot(t, filepath.Join(work, "console-emergency.log"), appendLine, "starting an emergency shell")
+		out, accel, took := boot(t, filepath.Join(work, "console-emergency.log"), appendLine, "starting an emergency shell")
 		t.Logf("boot emergency (%s): %v", accel, took.Round(time.Second))
 		if !strings.Contains(out, "initramfs: ERROR: root device LABEL=does-not-exist did not appear within 3s") || strings.Contains(out, "Kernel panic") {
 			t.Errorf("no emergency shell:\n%s", tail(out, 40))
@@ -419,19 +353,10 @@ func TestQEMUBootOSTree(t *testing.T) {
 	t.Logf("QEMU smoke test total: %v", time.Since(t0).Round(time.Second))
 }
 
-// removeSysroot deletes a directory holding an OSTree sysroot: "ostree
-// admin deploy" makes deployment roots immutable (chattr +i), which
-// os.RemoveAll cannot undo.
+// removeSysroot deletes a directory holding an OSTree sysroot.
 func removeSysroot(t *testing.T, dir string) {
 	t.Helper()
-	deploys, _ := filepath.Glob(filepath.Join(dir, "*", "ostree", "deploy", "*", "deploy", "*.0"))
-	more, _ := filepath.Glob(filepath.Join(dir, "ostree", "deploy", "*", "deploy", "*.0"))
-	for _, d := range append(deploys, more...) {
-		if out, err := exec.Command("chattr", "-i", d).CombinedOutput(); err != nil {
-			t.Logf("chattr -i %s: %v %s", d, err, out)
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := qemutests.RemoveSysroot(dir); err != nil {
 		t.Errorf("removing %s: %v", dir, err)
 	}
 }

@@ -1,21 +1,17 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
+	qemutests "github.com/apt-ostree/apt-ostree-factory/qemu-tests"
 )
 
 // The live boot test: build the default recipe (plus a unit that reports
@@ -215,19 +211,23 @@ func TestLiveBootBuiltCommit(t *testing.T) {
 			timeout = time.Duration(n) * time.Second
 		}
 	}
-	accel := "tcg,thread=multi"
-	if kvmUsable(t, kernel) {
-		accel = "kvm"
-	}
+	_, why := qemutests.KVMUsable(kernel)
+	t.Log(why)
 	logPath := filepath.Join(work, "console.log")
-	res := bootVM(t, vmBoot{
-		accel: accel, kernel: kernel, initrd: initrd, disk: disk, timeout: timeout, log: logPath,
-		append: options + " panic=-1", done: "AOF-BOOT-DONE",
-	})
-	out := res.console
+	res, err := qemutests.VM{
+		Kernel: kernel, Initrd: initrd, Disks: []string{disk}, MemoryMB: 1536, Timeout: timeout, Log: logPath,
+		Append: options + " panic=-1", Markers: []string{"AOF-BOOT-OK"}, Done: "AOF-BOOT-DONE",
+	}.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TimedOut {
+		t.Errorf("QEMU timed out after %v without AOF-BOOT-DONE (console log %s)", timeout, logPath)
+	}
+	out := res.Console
 	t.Logf("boot (%s): AOF-BOOT-OK after %v, marker AOF-BOOT-DONE after %v, QEMU ended after %v (powered off: %v)",
-		accel, res.at["AOF-BOOT-OK"].Round(time.Second), res.at["AOF-BOOT-DONE"].Round(time.Second),
-		res.took.Round(time.Second), res.poweredOff)
+		res.Accel, res.At["AOF-BOOT-OK"].Round(time.Second), res.At["AOF-BOOT-DONE"].Round(time.Second),
+		res.Took.Round(time.Second), res.PoweredOff)
 
 	// 4. What the unit reported.
 	var facts []string
@@ -262,7 +262,7 @@ func TestLiveBootBuiltCommit(t *testing.T) {
 	if !regexp.MustCompile(`AOF-FINDMNT-ROOT: .*\[/ostree/deploy/debian/deploy/` + commit + `\.0\]`).MatchString(out) {
 		t.Errorf("findmnt / does not show the deployment directory as /")
 	}
-	if !res.poweredOff {
+	if !res.PoweredOff {
 		t.Errorf("the VM did not power off by itself")
 	}
 	if t.Failed() {
@@ -271,121 +271,10 @@ func TestLiveBootBuiltCommit(t *testing.T) {
 	t.Logf("live boot test total: %v", time.Since(t0).Round(time.Second))
 }
 
-type vmBoot struct {
-	accel, kernel, initrd, disk, log, append string
-	// done is the console marker after which the guest powers off; QEMU
-	// gets doneGrace to do so before it is killed.
-	done    string
-	timeout time.Duration
-}
-
-type vmResult struct {
-	console    string
-	took       time.Duration
-	at         map[string]time.Duration // first sighting of each marker
-	poweredOff bool
-}
-
-// bootVM runs QEMU until it exits (the guest powers off; -no-reboot), the
-// timeout passes, or the done marker was seen a minute ago.
-func bootVM(t *testing.T, b vmBoot) vmResult {
-	t.Helper()
-	const doneGrace = 60 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-accel", b.accel, "-machine", "q35", "-cpu", "max", "-m", "1536", "-smp", "2",
-		"-nographic", "-no-reboot", "-nic", "none",
-		"-kernel", b.kernel, "-initrd", b.initrd, "-append", b.append,
-		"-drive", "file="+b.disk+",if=virtio,format=raw")
-	cmd.WaitDelay = 10 * time.Second
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	logf, err := os.Create(b.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	res := vmResult{at: map[string]time.Duration{}}
-	var mu sync.Mutex
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-		for sc.Scan() {
-			line := strings.TrimRight(sc.Text(), "\r")
-			fmt.Fprintln(logf, line)
-			mu.Lock()
-			out.WriteString(line + "\n")
-			for _, m := range []string{"AOF-BOOT-OK", b.done, "reboot: Power down", "Kernel panic"} {
-				if _, seen := res.at[m]; !seen && strings.Contains(line, m) {
-					res.at[m] = time.Since(start)
-					if m == b.done {
-						time.AfterFunc(doneGrace, cancel)
-					}
-				}
-			}
-			mu.Unlock()
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	err = cmd.Wait()
-	pw.Close()
-	<-readDone
-	res.took = time.Since(start)
-	res.console = out.String()
-	_, res.poweredOff = res.at["reboot: Power down"]
-	_, sawDone := res.at[b.done]
-	switch {
-	case ctx.Err() != nil && !sawDone:
-		t.Errorf("QEMU timed out after %v without %s (console log %s)", b.timeout, b.done, b.log)
-	case err != nil && ctx.Err() == nil:
-		t.Logf("QEMU exited: %v", err)
-	}
-	return res
-}
-
-// kvmUsable reports whether KVM works: /dev/kvm can exist and hang, so a
-// kernel with no root file system must panic within a few seconds.
-func kvmUsable(t *testing.T, kernel string) bool {
-	t.Helper()
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "kvm", "-machine", "q35", "-m", "256",
-		"-nographic", "-no-reboot", "-nic", "none", "-kernel", kernel,
-		"-append", "console=ttyS0 panic=-1 root=/dev/nonexistent")
-	cmd.WaitDelay = 5 * time.Second
-	out, _ := cmd.CombinedOutput()
-	ok := ctx.Err() == nil && bytes.Contains(out, []byte("Kernel panic"))
-	t.Logf("KVM probe: usable=%v", ok)
-	return ok
-}
-
-// removeDeployments deletes a directory that holds an OSTree sysroot:
-// "ostree admin deploy" makes deployment roots immutable (chattr +i),
-// which os.RemoveAll cannot undo.
+// removeDeployments deletes a directory holding an OSTree sysroot.
 func removeDeployments(t *testing.T, dir string) {
 	t.Helper()
-	var deploys []string
-	for _, pat := range []string{"ostree/deploy/*/deploy/*.0", "*/ostree/deploy/*/deploy/*.0"} {
-		m, _ := filepath.Glob(filepath.Join(dir, pat))
-		deploys = append(deploys, m...)
-	}
-	for _, d := range deploys {
-		if out, err := exec.Command("chattr", "-i", d).CombinedOutput(); err != nil {
-			t.Logf("chattr -i %s: %v %s", d, err, out)
-		}
-	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := qemutests.RemoveSysroot(dir); err != nil {
 		t.Errorf("removing %s: %v", dir, err)
 	}
 }
