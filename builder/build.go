@@ -146,15 +146,13 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	lock := opts.Lock
 	if lock == nil {
 		done := stage("resolve")
-		var sol *apt.Solution
-		lock, sol, err = apt.Resolve(ctx, apt.ResolveOptions{
+		lock, _, err = apt.Resolve(ctx, apt.ResolveOptions{
 			Sources: r.Sources, Request: r.AptRequest(), CacheDir: cacheDir,
 			Opener: &apt.Transport{Offline: opts.Offline},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Path, err)
 		}
-		_ = sol
 		done("%d packages", len(lock.Packages))
 	} else {
 		for _, p := range lock.Packages {
@@ -239,7 +237,7 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		hook = &HookRequest{Initramfs: &InitramfsRequest{Modules: r.Kernel.Modules, MTime: epoch}}
 	}
 	cres, err := Configure(ctx, repo, m.Root(), trees, ConfigureOptions{
-		Architecture: r.Architecture, Hostname: r.Hostname, SourceDateEpoch: epoch,
+		Hostname: r.Hostname, SourceDateEpoch: epoch,
 		Steps: steps, WorkDir: opts.WorkDir, Log: rep.Output(), Hook: hook,
 	})
 	if err != nil {
@@ -291,13 +289,14 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		}},
 	}
 	if opts.NoRef {
+		// A rebuild to compare: the branch stays where it is, and the
+		// ref binding names it as the real build's commit does.
 		copts.Branch = ""
-		if opts.Parent == nil {
-			copts.Orphan = true
-		}
-		copts.NoBindings = false
+		copts.Orphan = opts.Parent == nil
+		copts.NoBindings = true
+		copts.Metadata = append(copts.Metadata, ostree.MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{res.Branch})})
 	}
-	cr, err := commitNoRefOr(ctx, repo, cres.Root, copts, res.Branch)
+	cr, err := repo.CommitTree(ctx, cres.Root, copts)
 	if err != nil {
 		return nil, err
 	}
@@ -306,17 +305,6 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	res.Files, res.ContentBytes = cr.Stats.Files, cr.Stats.ContentBytes
 	done("%s on %s", res.Commit, res.Branch)
 	return res, nil
-}
-
-// commitNoRefOr commits; without a branch in opts it still records the
-// ref-binding of branch, so a rebuild for comparison gives the same
-// commit as the real build.
-func commitNoRefOr(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, opts ostree.CommitOptions, branch string) (*ostree.CommitResult, error) {
-	if opts.Branch == "" {
-		opts.NoBindings = true
-		opts.Metadata = append(opts.Metadata, ostree.MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{branch})})
-	}
-	return repo.CommitTree(ctx, root, opts)
 }
 
 type discardReporter struct{}

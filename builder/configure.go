@@ -28,8 +28,7 @@ type Step struct {
 
 // ConfigureOptions tunes Configure.
 type ConfigureOptions struct {
-	Architecture string // native Debian architecture
-	Hostname     string // the sandbox's host name (no host name leaks in)
+	Hostname string // the sandbox's host name (no host name leaks in)
 	// SourceDateEpoch is exported to every script, so tools that honour
 	// it (useradd's last-change day, for example) give the same result.
 	SourceDateEpoch int64

@@ -58,7 +58,7 @@ func TestLiveConfigure(t *testing.T) {
 			}
 			var log bytes.Buffer
 			res, err := Configure(ctx, repo, m.Root(), trees, ConfigureOptions{
-				Architecture: "amd64", Hostname: "aoftest", SourceDateEpoch: 1700000000, Log: &log,
+				Hostname: "aoftest", SourceDateEpoch: 1700000000, Log: &log,
 				Steps: []Step{{Name: "check", Script: "test \"$(hostname)\" = aoftest; dpkg-query -W -f='${db:Status-Abbrev}\\n' | sort | uniq -c"}},
 			})
 			if testing.Verbose() || err != nil {
