@@ -196,3 +196,14 @@ func RemoveSysroot(dir string) error {
 	}
 	return os.RemoveAll(dir)
 }
+
+// TimeoutFromEnv is AOF_QEMU_TIMEOUT (seconds) when set to a positive
+// number, else def: slow machines give boots more time without a code
+// change.
+func TimeoutFromEnv(def time.Duration) time.Duration {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("AOF_QEMU_TIMEOUT"), &n); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	return def
+}

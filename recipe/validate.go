@@ -207,30 +207,11 @@ func (v *validator) check(r *Recipe) error {
 				add(append(at, "source"), "files[%d].source %s", i, statMessage(err, f.Source))
 			}
 		}
-		if f.Destination == "" {
-			add(at, "files[%d]: missing required field \"destination\"", i)
-		} else if msg := checkImagePath(f.Destination); msg != "" {
-			add(append(at, "destination"), "files[%d].destination %q: %s", i, f.Destination, msg)
-		} else {
-			f.Destination = path.Clean(f.Destination)
-		}
-		if msg := checkOwner(f.Owner); msg != "" {
-			add(append(at, "owner"), "files[%d].owner %q: %s", i, f.Owner, msg)
-		}
+		checkPlacement(add, "files", "destination", i, &f.Destination, f.Owner)
 	}
 	for i := range r.Directories {
 		d := &r.Directories[i]
-		at := []any{"directories", i}
-		if d.Path == "" {
-			add(at, "directories[%d]: missing required field \"path\"", i)
-		} else if msg := checkImagePath(d.Path); msg != "" {
-			add(append(at, "path"), "directories[%d].path %q: %s", i, d.Path, msg)
-		} else {
-			d.Path = path.Clean(d.Path)
-		}
-		if msg := checkOwner(d.Owner); msg != "" {
-			add(append(at, "owner"), "directories[%d].owner %q: %s", i, d.Owner, msg)
-		}
+		checkPlacement(add, "directories", "path", i, &d.Path, d.Owner)
 	}
 
 	// scripts
@@ -439,5 +420,21 @@ func checkAccount(add func([]any, string, ...any), list, idKey string, i int, na
 		} else {
 			ids[*id] = i
 		}
+	}
+}
+
+// checkPlacement checks where files[i] or directories[i] goes in the
+// image (key names the path field, which is cleaned) and its owner.
+func checkPlacement(add func([]any, string, ...any), list, key string, i int, p *string, owner string) {
+	at := []any{list, i}
+	if *p == "" {
+		add(at, "%s[%d]: missing required field %q", list, i, key)
+	} else if msg := checkImagePath(*p); msg != "" {
+		add(append(at, key), "%s[%d].%s %q: %s", list, i, key, *p, msg)
+	} else {
+		*p = path.Clean(*p)
+	}
+	if msg := checkOwner(owner); msg != "" {
+		add(append(at, "owner"), "%s[%d].owner %q: %s", list, i, owner, msg)
 	}
 }

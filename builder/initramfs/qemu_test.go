@@ -2,7 +2,6 @@ package initramfs
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -278,13 +277,7 @@ func TestQEMUBootOSTree(t *testing.T) {
 	removeSysroot(t, sysroot)
 	t.Logf("prepared in %v: options %q, PARTUUID %s", time.Since(t0).Round(time.Second), options, partUUID)
 
-	timeout := 600 * time.Second
-	if s := os.Getenv("AOF_QEMU_TIMEOUT"); s != "" {
-		var n int
-		if _, err := fmt.Sscan(s, &n); err == nil && n > 0 {
-			timeout = time.Duration(n) * time.Second
-		}
-	}
+	timeout := qemutests.TimeoutFromEnv(600 * time.Second)
 	_, why := qemutests.KVMUsable(kernel)
 	t.Log(why)
 	boot := func(t *testing.T, logPath, appendLine, stopAt string) (string, string, time.Duration) {

@@ -204,13 +204,7 @@ func TestLiveBootBuiltCommit(t *testing.T) {
 	removeDeployments(t, sysroot) // the disk has it all now
 	t.Logf("built, deployed and made the disk in %v", time.Since(t0).Round(time.Second))
 
-	timeout := 360 * time.Second
-	if s := os.Getenv("AOF_QEMU_TIMEOUT"); s != "" {
-		var n int
-		if _, err := fmt.Sscan(s, &n); err == nil && n > 0 {
-			timeout = time.Duration(n) * time.Second
-		}
-	}
+	timeout := qemutests.TimeoutFromEnv(360 * time.Second)
 	_, why := qemutests.KVMUsable(kernel)
 	t.Log(why)
 	logPath := filepath.Join(work, "console.log")
