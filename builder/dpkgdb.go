@@ -122,26 +122,15 @@ func (m *Merger) WriteDpkgDatabase(debs []*DebTree) error {
 			return err
 		}
 
-		if trig, ok := t.Control["triggers"]; ok {
-			ref := name
-			for _, line := range strings.Split(string(trig), "\n") {
-				f := strings.Fields(line)
-				if len(f) != 2 || strings.HasPrefix(f[0], "#") {
-					continue
-				}
-				who := ref
-				switch f[0] {
-				case "interest", "interest-await":
-				case "interest-noawait":
-					who = ref + "/noawait"
-				default:
-					continue // activate*: nothing to register
-				}
-				if strings.HasPrefix(f[1], "/") {
-					fileTriggers[f[1]] = append(fileTriggers[f[1]], who)
-				} else {
-					named[f[1]] = append(named[f[1]], who)
-				}
+		for _, in := range triggerInterests(t) {
+			who := name
+			if in.noawait {
+				who += "/noawait"
+			}
+			if strings.HasPrefix(in.trigger, "/") {
+				fileTriggers[in.trigger] = append(fileTriggers[in.trigger], who)
+			} else {
+				named[in.trigger] = append(named[in.trigger], who)
 			}
 		}
 	}
@@ -187,14 +176,38 @@ func (m *Merger) WriteDpkgDatabase(debs []*DebTree) error {
 func TriggerNames(debs []*DebTree) []string {
 	seen := map[string]bool{}
 	for _, t := range debs {
-		for _, line := range strings.Split(string(t.Control["triggers"]), "\n") {
-			f := strings.Fields(line)
-			if len(f) == 2 && strings.HasPrefix(f[0], "interest") {
-				seen[f[1]] = true
-			}
+		for _, in := range triggerInterests(t) {
+			seen[in.trigger] = true
 		}
 	}
 	return sortedKeys(seen)
+}
+
+// triggerInterest is an "interest" directive of a package's triggers
+// control member: a trigger name, or a path for a file trigger.
+type triggerInterest struct {
+	trigger string
+	noawait bool
+}
+
+// triggerInterests reads the interest, interest-await and interest-noawait
+// directives of t's triggers member (activate* directives register
+// nothing).
+func triggerInterests(t *DebTree) []triggerInterest {
+	var out []triggerInterest
+	for _, line := range strings.Split(string(t.Control["triggers"]), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		switch f[0] {
+		case "interest", "interest-await":
+			out = append(out, triggerInterest{f[1], false})
+		case "interest-noawait":
+			out = append(out, triggerInterest{f[1], true})
+		}
+	}
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
