@@ -66,11 +66,20 @@ func (lp LockedPackage) CacheItem() CacheItem {
 	return CacheItem{Name: lp.ID(), URL: lp.URL(), SHA256: lp.SHA256, Size: lp.Size}
 }
 
-// CacheItems lists the lock's packages for Fetch.
+// CacheItems lists the lock's packages for Fetch, then its boot packages
+// (a boot package that is also installed, the same .deb, is listed once).
 func (l *Lock) CacheItems() []CacheItem {
-	items := make([]CacheItem, len(l.Packages))
-	for i, p := range l.Packages {
-		items[i] = p.CacheItem()
+	items := make([]CacheItem, 0, len(l.Packages)+len(l.BootPackages))
+	have := make(map[string]bool, len(l.Packages))
+	for _, p := range l.Packages {
+		items = append(items, p.CacheItem())
+		have[p.SHA256] = true
+	}
+	for _, p := range l.BootPackages {
+		if !have[p.SHA256] {
+			have[p.SHA256] = true
+			items = append(items, p.CacheItem())
+		}
 	}
 	return items
 }

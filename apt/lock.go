@@ -28,9 +28,9 @@ const LockFormat = 1
 //
 // A lock file is UTF-8 text, one record per line, fields separated by
 // spaces. Lines starting with '#' and blank lines are comments. Records
-// are sorted (sources by URI then suite, packages by name then
-// architecture) and every package is one line, so that a change to one
-// package is a one-line diff:
+// are sorted (sources by URI then suite, packages and boot packages by
+// name then architecture) and every package is one line, so that a change
+// to one package is a one-line diff:
 //
 //	# apt-ostree-factory lock file: every package pinned by SHA-256.
 //	lock-format 1
@@ -42,6 +42,9 @@ const LockFormat = 1
 //	# package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME
 //	package base-files 13.8+deb13u1 amd64 trixie 73248 0c5b4e9d… pool/main/b/base-files/base-files_13.8+deb13u1_amd64.deb
 //	package libc6 2.41-12 amd64 trixie-security 2850580 a6e1f2c8… pool/updates/main/g/glibc/libc6_2.41-12_amd64.deb
+//
+//	# boot-package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME (files for the disk image, not installed)
+//	boot-package systemd-boot-efi 257.8-1~deb13u2 amd64 trixie 134320 5f1d83e2… pool/main/s/systemd/systemd-boot-efi_257.8-1~deb13u2_amd64.deb
 //
 // (digests shortened here; in a file they are 64 lowercase hex digits).
 //
@@ -58,6 +61,15 @@ const LockFormat = 1
 //     to the source's URI (the Filename field of the Packages index). The
 //     .deb is downloaded from URI + "/" + FILENAME. A NAME and ARCH pair
 //     appears at most once.
+//   - "boot-package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME", the
+//     same fields as "package": a package whose .deb the build downloads
+//     only to take files from it for the disk image (a UEFI boot loader,
+//     a file system driver), never installed into the tree and not part
+//     of the dependency resolution. A NAME and ARCH pair appears at most
+//     once among boot packages (a package may be both installed and a
+//     boot package). The block, comment line included, is only written
+//     when there are boot packages, so a lock without any is byte for
+//     byte what earlier versions wrote, and has the same Digest.
 //
 // None of the fields can contain spaces (Debian names, versions and pool
 // paths never do); writers refuse values that would. Readers accept
@@ -67,6 +79,10 @@ const LockFormat = 1
 type Lock struct {
 	Sources  []LockSource
 	Packages []LockedPackage
+	// BootPackages are pinned like Packages but not installed: the build
+	// extracts chosen files from them (see the boot-package record). Their
+	// sources are among Sources too.
+	BootPackages []LockedPackage
 }
 
 // LockSource is one archive state a lock was resolved against.
@@ -118,21 +134,10 @@ func LockFromPackages(pkgs []*Package) *Lock {
 		if p == nil {
 			continue
 		}
-		lp := LockedPackage{
-			Name:         p.Name,
-			Version:      p.Version.String(),
-			Architecture: p.Architecture,
-			SHA256:       p.SHA256,
-			Size:         p.Size,
-			Filename:     p.Filename,
-		}
-		if p.Index != nil && p.Index.Source != nil {
-			lp.URI, lp.Suite = p.Index.Source.URI, p.Index.Source.Suite
-			src := LockSource{URI: lp.URI, Suite: lp.Suite, ReleaseSHA256: p.Index.ReleaseSHA256}
-			if !seenSrc[src] {
-				seenSrc[src] = true
-				l.Sources = append(l.Sources, src)
-			}
+		lp, src, ok := lockedPackage(p)
+		if ok && !seenSrc[src] {
+			seenSrc[src] = true
+			l.Sources = append(l.Sources, src)
 		}
 		if !seenPkg[lp] {
 			seenPkg[lp] = true
@@ -143,8 +148,59 @@ func LockFromPackages(pkgs []*Package) *Lock {
 	return l
 }
 
-// Sort puts sources in (URI, suite) order and packages in (name,
-// architecture) order, the order they are written in.
+// lockedPackage pins p; src is its source, ok false when p has no Index
+// or Source.
+func lockedPackage(p *Package) (lp LockedPackage, src LockSource, ok bool) {
+	lp = LockedPackage{
+		Name:         p.Name,
+		Version:      p.Version.String(),
+		Architecture: p.Architecture,
+		SHA256:       p.SHA256,
+		Size:         p.Size,
+		Filename:     p.Filename,
+	}
+	if p.Index == nil || p.Index.Source == nil {
+		return lp, LockSource{}, false
+	}
+	lp.URI, lp.Suite = p.Index.Source.URI, p.Index.Source.Suite
+	return lp, LockSource{URI: lp.URI, Suite: lp.Suite, ReleaseSHA256: p.Index.ReleaseSHA256}, true
+}
+
+// AddBootPackages pins pkgs (as BootCandidates returns them) as boot
+// packages: downloaded and locked, not installed. Each package's source
+// is added to Sources unless a source with the same URI and suite is
+// already listed, so a source that contributed only boot packages is
+// recorded too. Identical packages, also ones already in BootPackages,
+// are listed once. The result is sorted; like LockFromPackages it is not
+// validated here.
+func (l *Lock) AddBootPackages(pkgs []*Package) {
+	haveSrc := map[[2]string]bool{}
+	for _, s := range l.Sources {
+		haveSrc[[2]string{s.URI, s.Suite}] = true
+	}
+	seenPkg := map[LockedPackage]bool{}
+	for _, lp := range l.BootPackages {
+		seenPkg[lp] = true
+	}
+	for _, p := range pkgs {
+		if p == nil {
+			continue
+		}
+		lp, src, ok := lockedPackage(p)
+		if k := [2]string{src.URI, src.Suite}; ok && !haveSrc[k] {
+			haveSrc[k] = true
+			l.Sources = append(l.Sources, src)
+		}
+		if !seenPkg[lp] {
+			seenPkg[lp] = true
+			l.BootPackages = append(l.BootPackages, lp)
+		}
+	}
+	l.Sort()
+}
+
+// Sort puts sources in (URI, suite) order and packages and boot packages
+// in (name, architecture) order, the order they are written in.
 func (l *Lock) Sort() {
 	sort.SliceStable(l.Sources, func(i, j int) bool {
 		a, b := l.Sources[i], l.Sources[j]
@@ -158,6 +214,9 @@ func (l *Lock) Sort() {
 	})
 	sort.SliceStable(l.Packages, func(i, j int) bool {
 		return lessLocked(l.Packages[i], l.Packages[j])
+	})
+	sort.SliceStable(l.BootPackages, func(i, j int) bool {
+		return lessLocked(l.BootPackages[i], l.BootPackages[j])
 	})
 }
 
@@ -175,8 +234,9 @@ func lessLocked(a, b LockedPackage) bool {
 
 // Validate reports everything wrong with l that would make its file
 // unreadable or its packages unfetchable: malformed names, versions,
-// digests or filenames, a package whose source is not listed, a source or
-// a name:arch listed twice.
+// digests or filenames, a package or boot package whose source is not
+// listed, a source or a name:arch listed twice (among packages, or among
+// boot packages).
 func (l *Lock) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -212,6 +272,22 @@ func (l *Lock) Validate() error {
 			bad("package %s:%s is listed twice", p.Name, p.Architecture)
 		}
 		pkgs[k] = true
+	}
+	boot := map[[2]string]bool{}
+	for _, p := range l.BootPackages {
+		if err := p.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("boot %w", err))
+		}
+		if p.URI == "" && p.Suite == "" {
+			bad("boot package %s has no source (no Index?)", p.ID())
+		} else if !srcs[[2]string{p.URI, p.Suite}] {
+			bad("boot package %s comes from %s %s, which is not among the lock's sources", p.ID(), p.URI, p.Suite)
+		}
+		k := [2]string{p.Name, p.Architecture}
+		if boot[k] {
+			bad("boot package %s:%s is listed twice", p.Name, p.Architecture)
+		}
+		boot[k] = true
 	}
 	return errors.Join(errs...)
 }
@@ -275,8 +351,9 @@ func (l *Lock) Digest() string {
 // canonical serializes a sorted copy of l without validating it.
 func (l *Lock) canonical() []byte {
 	c := Lock{
-		Sources:  append([]LockSource(nil), l.Sources...),
-		Packages: append([]LockedPackage(nil), l.Packages...),
+		Sources:      append([]LockSource(nil), l.Sources...),
+		Packages:     append([]LockedPackage(nil), l.Packages...),
+		BootPackages: append([]LockedPackage(nil), l.BootPackages...),
 	}
 	c.Sort()
 	ids := sourceIDs(c.Sources)
@@ -287,13 +364,22 @@ func (l *Lock) canonical() []byte {
 	for _, s := range c.Sources {
 		fmt.Fprintf(&b, "source %s %s %s %s\n", ids[[2]string{s.URI, s.Suite}], s.URI, s.Suite, s.ReleaseSHA256)
 	}
-	b.WriteString("\n# package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME\n")
-	for _, p := range c.Packages {
-		id, ok := ids[[2]string{p.URI, p.Suite}]
-		if !ok {
-			id = "?"
+	writePkgs := func(record string, pkgs []LockedPackage) {
+		for _, p := range pkgs {
+			id, ok := ids[[2]string{p.URI, p.Suite}]
+			if !ok {
+				id = "?"
+			}
+			fmt.Fprintf(&b, "%s %s %s %s %s %d %s %s\n", record, p.Name, p.Version, p.Architecture, id, p.Size, p.SHA256, p.Filename)
 		}
-		fmt.Fprintf(&b, "package %s %s %s %s %d %s %s\n", p.Name, p.Version, p.Architecture, id, p.Size, p.SHA256, p.Filename)
+	}
+	b.WriteString("\n# package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME\n")
+	writePkgs("package", c.Packages)
+	// Written only when there are boot packages: a lock without them keeps
+	// the bytes (and Digest) it had before boot packages existed.
+	if len(c.BootPackages) > 0 {
+		b.WriteString("\n# boot-package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME (files for the disk image, not installed)\n")
+		writePkgs("boot-package", c.BootPackages)
 	}
 	return b.Bytes()
 }
@@ -396,11 +482,14 @@ func ParseLock(r io.Reader, name string) (*Lock, error) {
 	type pkgRec struct {
 		ref  string
 		line int
+		boot bool
+		i    int // index in Packages or BootPackages
 	}
 	l := &Lock{}
 	srcByID := map[string]srcRec{}
 	srcByKey := map[[2]string]int{}
 	pkgByKey := map[[2]string]int{}
+	bootByKey := map[[2]string]int{}
 	var pkgRecs []pkgRec
 	sawFormat := false
 
@@ -467,32 +556,46 @@ func ParseLock(r io.Reader, name string) (*Lock, error) {
 			if ok {
 				l.Sources = append(l.Sources, s)
 			}
-		case "package":
+		case "package", "boot-package":
+			boot := f[0] == "boot-package"
+			what, byKey := "package", pkgByKey
+			if boot {
+				what, byKey = "boot package", bootByKey
+			}
 			if len(f) != 8 {
-				bad(lineNo, "package record has %d fields, want 8: package NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME", len(f))
+				bad(lineNo, "%s record has %d fields, want 8: %s NAME VERSION ARCH SOURCE-ID SIZE SHA256 FILENAME", f[0], len(f), f[0])
 				continue
 			}
 			p := LockedPackage{Name: f[1], Version: f[2], Architecture: f[3], SHA256: f[6], Filename: f[7]}
 			size, err := strconv.ParseInt(f[5], 10, 64)
 			if err != nil {
-				bad(lineNo, "package %s: size %q is not a number", p.ID(), f[5])
+				bad(lineNo, "%s %s: size %q is not a number", what, p.ID(), f[5])
 				continue
 			}
 			p.Size = size
 			if err := p.validate(); err != nil {
-				bad(lineNo, "%v", err)
+				if boot {
+					bad(lineNo, "boot %v", err)
+				} else {
+					bad(lineNo, "%v", err)
+				}
 				continue
 			}
 			k := [2]string{p.Name, p.Architecture}
-			if prev, dup := pkgByKey[k]; dup {
-				bad(lineNo, "package %s:%s is already listed on line %d", p.Name, p.Architecture, prev)
+			if prev, dup := byKey[k]; dup {
+				bad(lineNo, "%s %s:%s is already listed on line %d", what, p.Name, p.Architecture, prev)
 				continue
 			}
-			pkgByKey[k] = lineNo
-			l.Packages = append(l.Packages, p)
-			pkgRecs = append(pkgRecs, pkgRec{f[4], lineNo})
+			byKey[k] = lineNo
+			if boot {
+				pkgRecs = append(pkgRecs, pkgRec{f[4], lineNo, true, len(l.BootPackages)})
+				l.BootPackages = append(l.BootPackages, p)
+			} else {
+				pkgRecs = append(pkgRecs, pkgRec{f[4], lineNo, false, len(l.Packages)})
+				l.Packages = append(l.Packages, p)
+			}
 		default:
-			bad(lineNo, "unknown record %q (want source or package)", f[0])
+			bad(lineNo, "unknown record %q (want source, package or boot-package)", f[0])
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -501,13 +604,20 @@ func ParseLock(r io.Reader, name string) (*Lock, error) {
 	if !sawFormat {
 		bad(max(lineNo, 1), "no \"lock-format %d\" record: not a lock file", LockFormat)
 	}
-	for i, rec := range pkgRecs {
+	for _, rec := range pkgRecs {
+		var p *LockedPackage
+		what := "package"
+		if rec.boot {
+			p, what = &l.BootPackages[rec.i], "boot package"
+		} else {
+			p = &l.Packages[rec.i]
+		}
 		s, ok := srcByID[rec.ref]
 		if !ok {
-			bad(rec.line, "package %s refers to source %q, which no source record defines", l.Packages[i].ID(), rec.ref)
+			bad(rec.line, "%s %s refers to source %q, which no source record defines", what, p.ID(), rec.ref)
 			continue
 		}
-		l.Packages[i].URI, l.Packages[i].Suite = s.src.URI, s.src.Suite
+		p.URI, p.Suite = s.src.URI, s.src.Suite
 	}
 	if len(errs) > 0 {
 		return nil, joined()

@@ -25,7 +25,10 @@ type ResolveOptions struct {
 
 // Resolve verifies the sources' metadata, loads their indexes and solves the
 // request, returning the lock that pins the result and the solution (with
-// the reason each package was chosen).
+// the reason each package was chosen). The request's BootPackages are
+// picked by BootCandidates (no dependencies, not installed) and pinned in
+// Lock.BootPackages and Solution.BootPackages; their sources are in
+// Lock.Sources.
 func Resolve(ctx context.Context, opts ResolveOptions) (*Lock, *Solution, error) {
 	now := opts.Now
 	if now.IsZero() {
@@ -39,7 +42,13 @@ func Resolve(ctx context.Context, opts ResolveOptions) (*Lock, *Solution, error)
 	if err != nil {
 		return nil, nil, err
 	}
+	boot, err := BootCandidates(universe, opts.Sources, opts.Request)
+	if err != nil {
+		return nil, nil, err
+	}
+	sol.BootPackages = boot
 	lock := LockFromPackages(sol.Packages)
+	lock.AddBootPackages(boot)
 	if err := lock.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("resolved set cannot be locked: %w", err)
 	}

@@ -3,6 +3,7 @@ package apt
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -43,6 +44,16 @@ type Request struct {
 	// Recommends installs recommended packages too (apt's
 	// APT::Install-Recommends; mmdebstrap turns it off).
 	Recommends bool
+	// BootPackages are packages whose .debs the build needs only to take
+	// files from (a UEFI boot loader, a file system driver for the ESP),
+	// never to install. Each is "name", "name:arch", "name=version",
+	// "name:arch=version" or "name/suite", as in Packages; its candidate
+	// is chosen as for an install request (pin priority, then version;
+	// the native architecture unless one is given), but its dependencies
+	// are not resolved, Excludes do not apply, and it is not added to the
+	// installed set. Solve ignores them; Resolve locks them (see
+	// BootCandidates and Lock.BootPackages).
+	BootPackages []string
 }
 
 // Solution is the resolved package set.
@@ -53,6 +64,10 @@ type Solution struct {
 	// Reasons says why each package is in the set: "requested", "variant
 	// minbase: Essential: yes", "Depends of systemd: libc6 (>= 2.34)", ...
 	Reasons map[*Package]string
+	// BootPackages are the candidates of Request.BootPackages, in request
+	// order: locked, not installed. Resolve fills it in; Solve leaves it
+	// empty.
+	BootPackages []*Package
 }
 
 // Reason returns why p was chosen, or "" if it was not.
@@ -720,23 +735,7 @@ func (s *solver) pinRequests(reqs []request) error {
 		if len(versions) == 0 {
 			return &SolveError{Reason: fmt.Sprintf("%s: package %s is not available", r.spec, s.labelKey(r.name, arch))}
 		}
-		var pick *Package
-		var have []string
-		for _, p := range versions {
-			have = append(have, fmt.Sprintf("%s (%s)", p.Version, sourceSuite(p)))
-			switch {
-			case r.version != "":
-				if p.Version.String() == r.version || sameVersion(p.Version, r.version) {
-					if pick == nil || sourcePriority(p) > sourcePriority(pick) {
-						pick = p
-					}
-				}
-			case sourceSuite(p) == r.suite:
-				if pick == nil || version.Compare(p.Version, pick.Version) > 0 {
-					pick = p
-				}
-			}
-		}
+		pick, have := pinnedVersion(versions, r)
 		if pick == nil {
 			what := "version " + r.version
 			if r.suite != "" {
@@ -747,6 +746,139 @@ func (s *solver) pinRequests(reqs []request) error {
 		s.setCandidate(pick, arch)
 	}
 	return nil
+}
+
+// pinnedVersion picks the version "name=version" or "name/suite" selects
+// among versions, as apt does (the highest-priority source that has that
+// version; the highest version of that suite), and lists the versions
+// there are for messages.
+func pinnedVersion(versions []*Package, r request) (pick *Package, have []string) {
+	for _, p := range versions {
+		have = append(have, fmt.Sprintf("%s (%s)", p.Version, sourceSuite(p)))
+		switch {
+		case r.version != "":
+			if p.Version.String() == r.version || sameVersion(p.Version, r.version) {
+				if pick == nil || sourcePriority(p) > sourcePriority(pick) {
+					pick = p
+				}
+			}
+		case sourceSuite(p) == r.suite:
+			if pick == nil || version.Compare(p.Version, pick.Version) > 0 {
+				pick = p
+			}
+		}
+	}
+	return pick, have
+}
+
+// BootCandidates returns the packages req.BootPackages name, in request
+// order: for each, the candidate an install request of the same spec
+// would install (the version from the highest-priority source, the
+// highest among those; "name=version" and "name/suite" choose as in
+// Packages), of the native architecture (or arch "all") unless the spec
+// names a configured one. Dependencies are not looked at: a boot package
+// only provides files, it is not installed. sources name the archives in
+// the error for a package that is not available ("boot package refind is
+// not available from http://deb.debian.org/debian trixie"); nil means the
+// sources of universe's packages. Errors are *SolveError.
+func BootCandidates(universe []*Package, sources []*Source, req Request) ([]*Package, error) {
+	if len(req.BootPackages) == 0 {
+		return nil, nil
+	}
+	if req.Architecture == "" {
+		return nil, &SolveError{Reason: "no architecture given"}
+	}
+	s := &solver{
+		req:      req,
+		native:   req.Architecture,
+		archOK:   map[string]bool{req.Architecture: true},
+		versions: map[string][]*Package{},
+	}
+	for _, a := range req.ForeignArchitectures {
+		s.archOK[a] = true
+	}
+	for _, p := range universe {
+		if p != nil && s.archOK[s.effArch(p)] {
+			s.versions[p.Name] = append(s.versions[p.Name], p)
+		}
+	}
+	from := func() string {
+		var names []string
+		seen := map[*Source]bool{}
+		if sources == nil {
+			for _, p := range universe {
+				if p != nil && p.Index != nil && p.Index.Source != nil && !seen[p.Index.Source] {
+					seen[p.Index.Source] = true
+					sources = append(sources, p.Index.Source)
+				}
+			}
+		}
+		for _, src := range sources {
+			if src != nil {
+				names = append(names, src.String())
+			}
+		}
+		if len(names) == 0 {
+			return "no sources"
+		}
+		return strings.Join(names, ", ")
+	}
+	var out []*Package
+	chosen := map[pkgKey]*Package{}
+	for _, spec := range req.BootPackages {
+		if strings.TrimSpace(spec) == "" {
+			continue
+		}
+		r, err := parseRequest(spec)
+		if err != nil {
+			return nil, &SolveError{Reason: "boot " + err.Error()}
+		}
+		arch := r.arch
+		if arch == "" || arch == "native" {
+			arch = s.native
+		}
+		if !s.archOK[arch] {
+			return nil, &SolveError{Reason: fmt.Sprintf("boot package %s: architecture %s is not configured (add it to the foreign architectures)", r.spec, arch)}
+		}
+		label := s.labelKey(r.name, arch)
+		versions := s.versionsOf(r.name, arch)
+		if len(versions) == 0 {
+			var elsewhere []string
+			for _, p := range s.versions[r.name] {
+				if a := s.effArch(p); !slices.Contains(elsewhere, a) {
+					elsewhere = append(elsewhere, a)
+				}
+			}
+			if len(elsewhere) > 0 {
+				return nil, &SolveError{Reason: fmt.Sprintf("boot package %s is not available for %s (only for %s) from %s", r.name, arch, strings.Join(elsewhere, ", "), from())}
+			}
+			return nil, &SolveError{Reason: fmt.Sprintf("boot package %s is not available from %s", label, from())}
+		}
+		var pick *Package
+		if r.version != "" || r.suite != "" {
+			var have []string
+			pick, have = pinnedVersion(versions, r)
+			if pick == nil {
+				what := "version " + r.version
+				if r.suite != "" {
+					what = "suite " + r.suite
+				}
+				return nil, &SolveError{Reason: fmt.Sprintf("boot package %s: %s of %s is not available (have %s)", r.spec, what, label, strings.Join(have, ", "))}
+			}
+		} else if pick = candidate(versions); pick == nil {
+			return nil, &SolveError{Reason: fmt.Sprintf("boot package %s has no candidate (every version is pinned below 0)", label)}
+		}
+		key := pkgKey{r.name, arch}
+		if prev, dup := chosen[key]; dup {
+			if prev != pick {
+				return nil, &SolveError{Reason: fmt.Sprintf("boot package %s is requested twice, as %s (%s) and %s (%s)", label, prev.Version, sourceSuite(prev), pick.Version, sourceSuite(pick))}
+			}
+			continue
+		}
+		chosen[key] = pick
+		out = append(out, pick)
+	}
+	return out, nil
 }
 
 func sameVersion(v version.Version, s string) bool {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apt-ostree/apt-ostree-factory/apt"
+	"github.com/apt-ostree/apt-ostree-factory/diskimage"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 	"github.com/apt-ostree/apt-ostree-factory/recipe"
@@ -57,7 +58,11 @@ type BuildOptions struct {
 	// (a rebuild to compare, for --verify-reproducible).
 	Parent *ostree.Checksum
 	NoRef  bool
-	Report Reporter
+	// OutputDir receives the recipe's disk images ("." if empty);
+	// NoImages skips them.
+	OutputDir string
+	NoImages  bool
+	Report    Reporter
 }
 
 // StageTime is how long a stage took.
@@ -77,6 +82,7 @@ type BuildResult struct {
 	Unpacked      int // .debs unpacked in this build
 	FromCache     int // .debs taken from the per-.deb cache
 	KernelVersion string
+	Images        []*diskimage.Result
 	Files         int
 	ContentBytes  int64
 	Stages        []StageTime
@@ -110,9 +116,6 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	}
 	if opts.Recipe == nil {
 		return nil, errors.New("build: no recipe")
-	}
-	if len(r.Outputs.Images) > 0 {
-		return nil, fmt.Errorf("%s: outputs.images: disk images are not implemented yet", r.Path)
 	}
 	repoPath := opts.Repo
 	if repoPath == "" {
@@ -275,6 +278,22 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	}
 	done("%d /var entries in tmpfiles.d, %d volatile paths left out", ores.VarEntries, len(ores.Dropped))
 
+	// The boot chain's EFI binaries, for disk images.
+	if bp := r.BootPackages(); len(bp) > 0 {
+		efiArch, _ := recipe.EFIArch(r.Architecture)
+		bootTrees, _, err := UnpackAllCachedNotify(ctx, repo, cache, lock.BootPackages, 0, func(i int, t *DebTree, fromCache bool, took time.Duration) {
+			if !fromCache {
+				rep.Logf("unpacked boot package %s (%.2fs)", t.ID(), took.Seconds())
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := addBootPayload(cres.Root, efiArch, bootTrees); err != nil {
+			return nil, err
+		}
+	}
+
 	// Commit.
 	done = stage("commit")
 	md := commitMetadata(r, lock, res.KernelVersion)
@@ -296,6 +315,14 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		copts.NoBindings = true
 		copts.Metadata = append(copts.Metadata, ostree.MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{res.Branch})})
 	}
+	images := !opts.NoRef && !opts.NoImages && len(r.Outputs.Images) > 0
+	if images {
+		// The images are written before the branch moves, so that an
+		// image that cannot be made leaves the branch where it was.
+		if err := unboundCommit(repo, &copts); err != nil {
+			return nil, err
+		}
+	}
 	cr, err := repo.CommitTree(ctx, cres.Root, copts)
 	if err != nil {
 		return nil, err
@@ -304,7 +331,49 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	res.Parent = cr.Commit.Parent
 	res.Files, res.ContentBytes = cr.Stats.Files, cr.Stats.ContentBytes
 	done("%s on %s", res.Commit, res.Branch)
+
+	if images {
+		done = stage("image")
+		res.Images, err = WriteImages(ctx, ImageOptions{Recipe: r, Repo: repo, Commit: res.Commit, OutputDir: opts.OutputDir, Report: rep})
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, im := range res.Images {
+			names = append(names, filepath.Base(im.Path))
+		}
+		if err := repo.Sync(); err != nil {
+			return nil, err
+		}
+		if err := repo.WriteRef(res.Branch, res.Commit); err != nil {
+			return nil, err
+		}
+		done("%s", strings.Join(names, ", "))
+	}
 	return res, nil
+}
+
+// unboundCommit turns commit options for a branch into ones that write
+// the same commit (same parent, same ref binding) without moving the
+// branch.
+func unboundCommit(repo *ostree.Repo, copts *ostree.CommitOptions) error {
+	if copts.Parent == nil && !copts.Orphan {
+		p, err := repo.ReadRef(copts.Branch)
+		switch {
+		case err == nil:
+			copts.Parent = &p
+		case errors.Is(err, ostree.ErrNotFound):
+			copts.Orphan = true
+		default:
+			return err
+		}
+	}
+	if !copts.NoBindings {
+		copts.NoBindings = true
+		copts.Metadata = append(append(ostree.Metadata{}, copts.Metadata...), ostree.MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{copts.Branch})})
+	}
+	copts.Branch = ""
+	return nil
 }
 
 type discardReporter struct{}

@@ -21,9 +21,20 @@ type VM struct {
 	// else multi-threaded TCG.
 	Accel          string
 	Kernel, Initrd string
-	Append         string   // kernel command line
-	Disks          []string // raw images, attached as virtio disks in order
-	MemoryMB       int      // default 1024
+	Append         string // kernel command line
+	// Firmware boots through UEFI firmware instead of -kernel: the code
+	// image (e.g. OVMF_CODE_4M.fd, read-only) and a variables template
+	// that is copied for the run, so the template is never changed.
+	Firmware, FirmwareVars string
+	// Snapshot attaches the disks copy-on-write: the guest's writes go to
+	// temporary files and the images under test are never modified.
+	Snapshot bool
+	// DiskFormat is the format of Disks (default raw).
+	DiskFormat string
+	// ProbeKernel is a kernel for the KVM probe when Kernel is empty.
+	ProbeKernel string
+	Disks       []string // raw images, attached as virtio disks in order
+	MemoryMB    int      // default 1024
 	// Log receives a copy of the console ("" for none).
 	Log string
 	// Timeout bounds the whole run.
@@ -59,7 +70,11 @@ func (vm VM) Run() (*Result, error) {
 	accel := vm.Accel
 	if accel == "" {
 		accel = "tcg,thread=multi"
-		if ok, _ := KVMUsable(vm.Kernel); ok {
+		probe := vm.Kernel
+		if probe == "" {
+			probe = vm.ProbeKernel
+		}
+		if ok, _ := KVMUsable(probe); probe != "" && ok {
 			accel = "kvm"
 		}
 	}
@@ -74,10 +89,37 @@ func (vm VM) Run() (*Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), vm.Timeout)
 	defer cancel()
 	args := []string{"-accel", accel, "-machine", "q35", "-cpu", "max", "-m", fmt.Sprint(mem), "-smp", "2",
-		"-nographic", "-no-reboot", "-nic", "none",
-		"-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Append}
+		"-nographic", "-no-reboot", "-nic", "none"}
+	if vm.Kernel != "" {
+		args = append(args, "-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Append)
+	}
+	if vm.Firmware != "" {
+		vars, err := os.CreateTemp("", "aof-efivars-*.fd")
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(vars.Name())
+		tmpl, err := os.ReadFile(vm.FirmwareVars)
+		if err == nil {
+			_, err = vars.Write(tmpl)
+		}
+		vars.Close()
+		if err != nil {
+			return nil, fmt.Errorf("firmware variables: %w", err)
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+vm.Firmware,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars.Name())
+	}
+	format := vm.DiskFormat
+	if format == "" {
+		format = "raw"
+	}
 	for _, d := range vm.Disks {
-		args = append(args, "-drive", "file="+d+",if=virtio,format=raw")
+		drive := "file=" + d + ",if=virtio,format=" + format
+		if vm.Snapshot {
+			drive += ",snapshot=on"
+		}
+		args = append(args, "-drive", drive)
 	}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	cmd.WaitDelay = 10 * time.Second

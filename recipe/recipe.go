@@ -183,8 +183,8 @@ type Outputs struct {
 	// Repository commits into the OSTree repository (default true; Parse
 	// always sets it).
 	Repository *bool `yaml:"repository"`
-	// Images is reserved for disk images; a non-empty list is refused.
-	Images []yaml.Node `yaml:"images"`
+	// Images are the disk images the build writes (see Image).
+	Images []Image `yaml:"images"`
 }
 
 // Options for LoadWith and ParseWith.
@@ -335,6 +335,7 @@ func (r *Recipe) applyDefaults() {
 		t := true
 		r.Outputs.Repository = &t
 	}
+	r.imageDefaults()
 }
 
 // OSTreeArch is the recipe's architecture as ostree and boot loaders name
@@ -387,6 +388,7 @@ func (r *Recipe) AptRequest() apt.Request {
 		Packages:     pkgs,
 		Excludes:     r.Excludes,
 		Recommends:   r.Recommends,
+		BootPackages: r.BootPackages(),
 	}
 }
 

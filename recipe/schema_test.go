@@ -361,7 +361,7 @@ func TestValidationErrors(t *testing.T) {
 		{"remote name", "ostree:\n  remote: {name: \"a b\"}\n",
 			[]string{`8: ostree.remote.name "a b": use letters, digits, ".", "_" and "-"`}},
 		{"images", "outputs:\n  repository: true\n  images:\n    - format: raw\n",
-			[]string{"9: outputs.images: disk images are not implemented yet"}},
+			[]string{"9: outputs.images needs a kernel: set kernel.package (e.g. linux-image-amd64)"}},
 		{"no output", "outputs:\n  repository: false\n",
 			[]string{"8: outputs.repository is false and there are no images: the build would produce nothing"}},
 		{"unknown key in users[1]", "users:\n  - name: a\n    shell: /bin/sh\n  - name: b\n    shel: /bin/sh\n",

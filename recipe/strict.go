@@ -170,7 +170,10 @@ var (
 		"recipe.OSTree":      "a mapping (repository, branch, ...)",
 		"recipe.Remote":      "a mapping (name, url)",
 		"recipe.Outputs":     "a mapping (repository, images)",
-		"[]yaml.Node":        "a list",
+		"[]recipe.Image":     "a list of images",
+		"recipe.Image":       "an image (a mapping)",
+		"[]recipe.Partition": "a list of partitions",
+		"recipe.Partition":   "a partition (a mapping)",
 		"recipe.Recipe":      "a mapping (the recipe)",
 	}
 )

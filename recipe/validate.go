@@ -262,9 +262,8 @@ func (v *validator) check(r *Recipe) error {
 	}
 
 	// outputs
-	if len(r.Outputs.Images) > 0 {
-		add([]any{"outputs", "images"}, "outputs.images: disk images are not implemented yet")
-	} else if r.Outputs.Repository != nil && !*r.Outputs.Repository {
+	r.checkImages(add)
+	if len(r.Outputs.Images) == 0 && r.Outputs.Repository != nil && !*r.Outputs.Repository {
 		add([]any{"outputs", "repository"}, "outputs.repository is false and there are no images: the build would produce nothing")
 	}
 	return errors.Join(errs...)

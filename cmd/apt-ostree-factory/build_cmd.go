@@ -18,13 +18,15 @@ import (
 )
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("build", "RECIPE [--set KEY=VALUE]... [--repo DIR] [--lock FILE] [--write-lock FILE] [--offline] [--verify-reproducible] [--quiet|--verbose]", stderr)
+	fs := newFlags("build", "RECIPE [--set KEY=VALUE]... [--repo DIR] [--lock FILE] [--write-lock FILE] [--offline] [--output-dir DIR] [--no-images] [--verify-reproducible] [--quiet|--verbose]", stderr)
 	var sets multiFlag
 	fs.Var(&sets, "set", "set a recipe variable ${KEY} (repeatable)")
 	repo := fs.String("repo", "", "OSTree archive repository to commit into (default: the recipe's ostree.repository, else ./build/repo)")
 	lockIn := fs.String("lock", "", "install exactly this lock file instead of resolving (works --offline)")
 	lockOut := fs.String("write-lock", "", "write the build's lock file here")
 	workDir := fs.String("work-dir", "", "where the configure stage checks the tree out (default $TMPDIR)")
+	outDir := fs.String("output-dir", ".", "directory for the recipe's disk images (outputs.images) and their .sha256 files")
+	noImages := fs.Bool("no-images", false, "commit only: skip the recipe's outputs.images")
 	verify := fs.Bool("verify-reproducible", false, "build a second time and fail unless the commit checksum is the same")
 	quiet := fs.Bool("quiet", false, "print only errors and the commit checksum")
 	verbose := fs.Bool("verbose", false, "show the output of maintainer scripts and recipe scripts")
@@ -47,7 +49,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	opts := builder.BuildOptions{
 		Recipe: r, Repo: *repo, CacheDir: cacheDir, LockPath: *lockOut,
-		Offline: *af.offline, WorkDir: *workDir,
+		Offline: *af.offline, WorkDir: *workDir, OutputDir: *outDir, NoImages: *noImages,
 	}
 	if *lockIn != "" {
 		if opts.Lock, err = apt.ReadLockFile(*lockIn); err != nil {
@@ -127,6 +129,9 @@ func printSummary(w io.Writer, res *builder.BuildResult, total time.Duration) {
 		parts = append(parts, fmt.Sprintf("%s %.1fs", s.Name, s.Duration.Seconds()))
 	}
 	fmt.Fprintf(w, "time      %s; total %.1fs\n", strings.Join(parts, ", "), total.Seconds())
+	for _, im := range res.Images {
+		fmt.Fprintf(w, "image     %s\n", builder.ImageSummary(im))
+	}
 	if len(res.Warnings) > 0 {
 		fmt.Fprintf(w, "warnings  %d (listed above)\n", len(res.Warnings))
 	}

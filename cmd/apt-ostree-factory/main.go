@@ -22,7 +22,8 @@ type command struct {
 }
 
 var commands = []command{
-	{"build", "build a recipe into a bootable OSTree commit (resolve, fetch, unpack, configure, commit)", runBuild},
+	{"build", "build a recipe into a bootable OSTree commit and its disk images (resolve, fetch, unpack, configure, commit, image)", runBuild},
+	{"image", "write a recipe's disk images (raw, qcow2) from a commit already in a repository", runImage},
 	{"commit", "commit a directory to an OSTree repository (like `ostree commit`)", runCommit},
 	{"ls", "list a path of a commit", runLs},
 	{"show", "show a commit's subject, date and metadata", runShow},
@@ -36,7 +37,7 @@ var commands = []command{
 
 // notYet lists subcommands that are planned but not implemented, so the
 // help does not pretend they work.
-var notYet = []string{"image", "sign", "delta", "publish"}
+var notYet = []string{"sign", "delta", "publish"}
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: apt-ostree-factory COMMAND [OPTIONS] [ARGS]\n\nCommands:\n")

@@ -1,0 +1,89 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/diskimage"
+	"github.com/apt-ostree/apt-ostree-factory/ostree"
+	"github.com/apt-ostree/apt-ostree-factory/recipe"
+)
+
+// ImageOptions selects the images WriteImages writes.
+type ImageOptions struct {
+	Recipe *recipe.Recipe
+	Repo   *ostree.Repo
+	Commit ostree.Checksum
+	// OutputDir receives the images and their .sha256 files ("." if
+	// empty).
+	OutputDir string
+	// Only, when not empty, names the images to write (outputs.images[].name).
+	Only   []string
+	Report Reporter
+}
+
+// WriteImages writes the recipe's outputs.images from a commit, in the
+// recipe's order. Each image is written to a temporary file and renamed
+// into place: a failure leaves the images written so far and no partial
+// file.
+func WriteImages(ctx context.Context, o ImageOptions) ([]*diskimage.Result, error) {
+	r := o.Recipe
+	rep := o.Report
+	if rep == nil {
+		rep = discardReporter{}
+	}
+	if len(r.Outputs.Images) == 0 {
+		return nil, fmt.Errorf("%s: the recipe lists no outputs.images", r.Path)
+	}
+	want := map[string]bool{}
+	for _, n := range o.Only {
+		want[n] = true
+	}
+	found := map[string]bool{}
+	out := o.OutputDir
+	if out == "" {
+		out = "."
+	}
+	var results []*diskimage.Result
+	for i, im := range r.Outputs.Images {
+		if len(want) > 0 && !want[im.Name] {
+			continue
+		}
+		found[im.Name] = true
+		if err := ctx.Err(); err != nil {
+			return results, err
+		}
+		res, err := diskimage.Write(ctx, diskimage.Options{
+			Image: im, Index: i, Architecture: r.Architecture, RecipeName: r.Name,
+			KernelArgs: r.KernelArguments,
+			Deployment: diskimage.Deployment{
+				Repo: o.Repo, Commit: o.Commit, Branch: r.OSTree.Branch,
+				Remote: r.OSTree.Remote.Name, RemoteURL: r.OSTree.Remote.URL,
+				Stateroot: r.OSTree.Stateroot,
+			},
+			OutputDir: out,
+			Log:       rep.Logf,
+		})
+		if err != nil {
+			return results, err
+		}
+		results = append(results, res)
+	}
+	for _, n := range o.Only {
+		if !found[n] {
+			return results, fmt.Errorf("%s: no image named %q in outputs.images", r.Path, n)
+		}
+	}
+	return results, nil
+}
+
+// ImageSummary is a one-line description of a written image.
+func ImageSummary(res *diskimage.Result) string {
+	var total time.Duration
+	for _, d := range res.Times {
+		total += d
+	}
+	return fmt.Sprintf("%s: %s %s disk, %.0f MB allocated, sha256 %s (%.1fs)", res.Path, res.Format,
+		recipe.FormatBytes(res.Size), float64(res.Allocated)/1e6, res.SHA256[:16], total.Seconds())
+}
