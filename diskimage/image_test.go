@@ -445,3 +445,21 @@ func xattrs(p string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+func TestReadPartitions(t *testing.T) {
+	repo, c := fixtureCommit(t, "2025.2-1")
+	res := writeTestImage(t, repo, c, testImage("disk", "raw"), t.TempDir())
+	got, err := ReadPartitions(res.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(res.Partitions) {
+		t.Fatalf("%d partitions read, %d written", len(got), len(res.Partitions))
+	}
+	for i, g := range got {
+		w := res.Partitions[i]
+		if g.Role != w.Role || g.Label != w.Label || g.Start != w.Start || g.Size != w.Size || !strings.EqualFold(g.PartitionGUID, w.PartitionGUID) {
+			t.Errorf("partition %d: read %+v, wrote %+v", i, g, w)
+		}
+	}
+}

@@ -49,11 +49,24 @@ func (c *cli) run(args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
-// build runs `build` with the mirror and cache of the test.
+// build runs `build` with the mirror and cache of the test; images go to
+// a new temporary directory unless extra says where (or --no-images).
 func (c *cli) build(recipePath string, extra ...string) (commit, stderr string, code int) {
 	args := append([]string{"build", recipePath, "--set", "MIRROR=" + c.mirror, "--cache-dir", c.cacheDir}, extra...)
+	if !hasFlag(extra, "--output-dir") && !hasFlag(extra, "--no-images") {
+		args = append(args, "--output-dir", c.t.TempDir())
+	}
 	out, errOut, code := c.run(args...)
 	return strings.TrimSpace(out), errOut, code
+}
+
+func hasFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag || strings.HasPrefix(a, flag+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 func ostreeCmd(t *testing.T, args ...string) string {
@@ -76,7 +89,8 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 	lockPath := filepath.Join(tmp, "trixie.lock")
 	const branch = "debian/trixie/x86_64"
 
-	commit, stderr, code := c.build(recipePath, "--repo", repoA, "--write-lock", lockPath)
+	imagesA := filepath.Join(tmp, "images-root")
+	commit, stderr, code := c.build(recipePath, "--repo", repoA, "--write-lock", lockPath, "--output-dir", imagesA)
 	t.Logf("first build:\n%s", stderr)
 	if code != 0 {
 		t.Fatalf("build failed (%d)", code)
@@ -149,6 +163,10 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 		}
 	})
 
+	t.Run("disk image", func(t *testing.T) {
+		checkImage(t, filepath.Join(imagesA, "trixie-minimal.raw"), repoA, commit)
+	})
+
 	t.Run("chroot into the checkout", func(t *testing.T) {
 		co := filepath.Join(tmp, "checkout")
 		ostreeCmd(t, "checkout", "--repo="+repoA, branch, co)
@@ -197,7 +215,7 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 
 	t.Run("same inputs give the same commit", func(t *testing.T) {
 		repoB := filepath.Join(tmp, "b", "repo")
-		again, stderr, code := c.build(recipePath, "--repo", repoB, "--lock", lockPath, "--offline")
+		again, stderr, code := c.build(recipePath, "--repo", repoB, "--lock", lockPath, "--offline", "--no-images")
 		if code != 0 {
 			t.Fatalf("second build (offline, from the lock) failed:\n%s", stderr)
 		}
@@ -231,7 +249,8 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		cmd := exec.Command(bin, "build", recipePath, "--set", "MIRROR="+c.mirror, "--lock", lockPath, "--offline",
-			"--cache-dir", filepath.Join(home, "cache"), "--repo", filepath.Join(home, "repo"), "--work-dir", home)
+			"--cache-dir", filepath.Join(home, "cache"), "--repo", filepath.Join(home, "repo"), "--work-dir", home,
+			"--output-dir", filepath.Join(home, "images"))
 		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "SOURCE_DATE_EPOCH=1763800000", "TMPDIR=" + home}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 		var o, e bytes.Buffer
@@ -244,6 +263,18 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 			t.Errorf("unprivileged build gave %s, root's %s", got, commit)
 		}
 		ostreeCmd(t, "fsck", "--repo="+filepath.Join(home, "repo"))
+		// The image too, byte for byte.
+		mine, _ := os.ReadFile(filepath.Join(imagesA, "trixie-minimal.raw.sha256"))
+		theirs, err := os.ReadFile(filepath.Join(home, "images", "trixie-minimal.raw.sha256"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(mine) != string(theirs) || len(mine) == 0 {
+			t.Errorf("unprivileged image differs: %q, root's %q", theirs, mine)
+		}
+		if out, err := exec.Command("cmp", filepath.Join(imagesA, "trixie-minimal.raw"), filepath.Join(home, "images", "trixie-minimal.raw")).CombinedOutput(); err != nil {
+			t.Errorf("cmp: %v %s", err, out)
+		}
 	})
 
 	t.Run("one more package unpacks one .deb", func(t *testing.T) {
@@ -254,7 +285,7 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 		extra := strings.Replace(string(data), "packages:\n", "packages:\n  - hello\n", 1)
 		p := filepath.Join(tmp, "extra.yaml")
 		os.WriteFile(p, []byte(extra), 0o644)
-		next, stderr, code := c.build(p, "--repo", repoA, "--verify-reproducible")
+		next, stderr, code := c.build(p, "--repo", repoA, "--verify-reproducible", "--no-images")
 		t.Logf("incremental build:\n%s", stderr)
 		if code != 0 {
 			t.Fatalf("incremental build failed")
@@ -315,9 +346,14 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 			{"missing package", write("missing.yaml", strings.Replace(string(data), "packages:\n", "packages:\n  - aof-no-such-package\n", 1)), nil, []string{"aof-no-such-package"}},
 			{"unreachable source offline", write("offline.yaml", string(data)), []string{"--set", "MIRROR=http://aof-unreachable.invalid/debian", "--offline"}, []string{"offline"}},
 			{"failing maintainer script", write("broken.yaml", withBroken), nil, []string{"aof-broken", "exit status 7"}},
+			{"image too small", write("small.yaml", strings.Replace(string(data), "      size: fit\n", "      size: 900MiB\n", 1)),
+				[]string{"--output-dir", filepath.Join(tmp, "small-out")}, []string{"size 900 MiB is too small", "use size: fit"}},
 		}
 		for _, tc := range cases {
 			args := append([]string{"build", tc.recipe, "--cache-dir", c.cacheDir, "--repo", repoA, "--set", "MIRROR=" + c.mirror}, tc.extra...)
+			if !hasFlag(tc.extra, "--output-dir") {
+				args = append(args, "--no-images")
+			}
 			_, stderr, code := c.run(args...)
 			if code == 0 {
 				t.Errorf("%s: build succeeded", tc.name)
@@ -329,6 +365,9 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 				}
 			}
 			t.Logf("%s: exit %d: %s", tc.name, code, lastLines(stderr, 6))
+		}
+		if entries, _ := os.ReadDir(filepath.Join(tmp, "small-out")); len(entries) > 0 {
+			t.Errorf("the failed image left files: %v", entries)
 		}
 		if after := ostreeCmd(t, "rev-parse", "--repo="+repoA, branch); after != headBefore {
 			t.Errorf("branch moved: %s -> %s", headBefore, after)
@@ -389,6 +428,7 @@ func TestLiveBuildRecipeFeatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := regexp.MustCompile(`(?m)^kernel:\n  package: .*\n`).ReplaceAllString(string(data), "")
+	text = text[:strings.Index(text, "outputs:\n")] // no kernel, no images
 	text = strings.Replace(text, "hostname: debian", "hostname: demohost", 1)
 	text += `groups:
   - name: operators
