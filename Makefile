@@ -48,6 +48,7 @@ bench:
 	bash scripts/bench-resolve.sh
 	bash scripts/bench-commit.sh
 	bash scripts/bench-build.sh
+	bash scripts/bench-image.sh
 
 clean:
 	rm -rf bin

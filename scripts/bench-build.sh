@@ -63,7 +63,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 log "warming our caches (indexes, .debs) and writing the lock"
 "$tmp/aof" build "$recipe" --set MIRROR="$mirror" --cache-dir "$aofcache" --repo "$tmp/warm-repo" \
-  --write-lock "$tmp/lock" --quiet >/dev/null || die "warm-up build failed"
+  --write-lock "$tmp/lock" --no-images --quiet >/dev/null || die "warm-up build failed"
 rm -rf "$tmp/warm-repo"
 npkgs=$(grep -c '^package ' "$tmp/lock" || true)
 
@@ -72,8 +72,8 @@ sed 's/^packages:$/packages:\n  - hello/' "$recipe" >"$extra"
 
 for ((i = 1; i <= runs; i++)); do
   rm -rf "$tmp/repo"
-  timed "cold$i" "$tmp/aof" build "$recipe" --set MIRROR="$mirror" --cache-dir "$aofcache" --repo "$tmp/repo"
-  timed "incr$i" "$tmp/aof" build "$extra" --set MIRROR="$mirror" --cache-dir "$aofcache" --repo "$tmp/repo"
+  timed "cold$i" "$tmp/aof" build "$recipe" --set MIRROR="$mirror" --cache-dir "$aofcache" --repo "$tmp/repo" --no-images
+  timed "incr$i" "$tmp/aof" build "$extra" --set MIRROR="$mirror" --cache-dir "$aofcache" --repo "$tmp/repo" --no-images
   grep -q '1 unpacked, ' "$tmp/incr$i.err" || die "incremental build did not unpack exactly one .deb: $(grep unpack "$tmp/incr$i.err")"
 done
 cold=$(cat "$tmp"/cold*.wall | median)

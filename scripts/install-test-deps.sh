@@ -20,6 +20,13 @@ need=(
   "busybox:busybox"
   "sfdisk:fdisk"
   "qemu-system-x86_64:qemu-system-x86"
+  "qemu-img:qemu-utils"
+  "/usr/share/OVMF/OVMF_CODE_4M.fd:ovmf"
+  "sgdisk:gdisk"
+  "fsck.fat:dosfstools"
+  "mdir:mtools"
+  "losetup:mount"
+  "lsattr:e2fsprogs"
 )
 if [[ "${1:-}" == "--bench" ]]; then
   need+=("/usr/bin/time:time" "bc:bc")
@@ -29,7 +36,7 @@ missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   if [[ "$cmd" == /* ]]; then
-    [[ -x "$cmd" ]] || missing+=("$pkg")
+    [[ -e "$cmd" ]] || missing+=("$pkg")
   else
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
   fi

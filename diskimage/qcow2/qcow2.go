@@ -386,11 +386,11 @@ type batch struct {
 	zw   []*flate.Writer
 }
 
-func newBatch(max int, cs int64, workers int, compress bool) *batch {
-	b := &batch{cs: cs, vc: make([]int64, max), data: make([]byte, int64(max)*cs)}
+func newBatch(size int, cs int64, workers int, compress bool) *batch {
+	b := &batch{cs: cs, vc: make([]int64, size), data: make([]byte, int64(size)*cs)}
 	if compress {
-		b.zbuf = make([]bytes.Buffer, max)
-		b.zlen = make([]int, max)
+		b.zbuf = make([]bytes.Buffer, size)
+		b.zlen = make([]int, size)
 		b.zw = make([]*flate.Writer, workers)
 	}
 	return b
