@@ -15,11 +15,10 @@ import (
 
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/disk"
-	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"github.com/apt-ostree/apt-ostree-factory/diskimage/ext4"
+	"github.com/apt-ostree/apt-ostree-factory/diskimage/fat32"
 	"github.com/apt-ostree/apt-ostree-factory/diskimage/qcow2"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/recipe"
@@ -174,9 +173,7 @@ func Write(ctx context.Context, o Options) (*Result, error) {
 		case "esp":
 			pp.res.TypeGUID = string(typeESP)
 			pp.esp = esp
-			for _, f := range esp {
-				pp.res.Used += f.n.Size
-			}
+			pp.res.Used, err = espMinSize(esp)
 			u := ids.uuid("fs-uuid", "esp")
 			pp.fatID = binary.LittleEndian.Uint32(u[:4])
 			pp.res.FSUUID = fmt.Sprintf("%04X-%04X", pp.fatID>>16, pp.fatID&0xffff)
@@ -457,72 +454,53 @@ func writeRaw(f *os.File, size int64, parts []*plannedPart, ids ids, sys *Sysroo
 	if err := dsk.Partition(table); err != nil {
 		return fmt.Errorf("partition table: %w", err)
 	}
-	for i, p := range parts {
+	for _, p := range parts {
 		if p.fs != nil {
 			if err := p.fs.WriteTo(f, p.res.Start, p.res.Size); err != nil {
 				return fmt.Errorf("%s filesystem: %w", p.spec.Role, err)
 			}
 			continue
 		}
-		if err := writeESP(dsk, i+1, p, f); err != nil {
+		if err := writeESP(p, f, sys.Time); err != nil {
 			return fmt.Errorf("ESP: %w", err)
 		}
 	}
 	return nil
 }
 
-// writeESP makes the FAT32 ESP with go-diskfs and copies the boot files.
-func writeESP(dsk *disk.Disk, index int, p *plannedPart, f *os.File) error {
-	fs, err := dsk.CreateFilesystem(disk.FilesystemSpec{Partition: index, FSType: filesystem.TypeFat32, VolumeLabel: p.spec.Label, Reproducible: true})
+// espMinSize is the smallest FAT32 that holds the ESP's files.
+func espMinSize(files []espFile) (int64, error) {
+	fs, err := fat32.New(fat32.MinFSSize, fat32.Options{})
+	if err != nil {
+		return 0, err
+	}
+	if err := fs.Mkdir("/loader/entries"); err != nil {
+		return 0, err
+	}
+	for _, e := range files {
+		if err := fs.AddFile(e.path, e.n.Size, e.n.Open); err != nil {
+			return 0, fmt.Errorf("%s: %w", e.path, err)
+		}
+	}
+	return fs.MinSize(), nil
+}
+
+// writeESP makes the FAT32 ESP and copies the boot files.
+func writeESP(p *plannedPart, f *os.File, mtime int64) error {
+	fs, err := fat32.New(p.res.Size, fat32.Options{Label: p.spec.Label, VolumeID: p.fatID,
+		Time: time.Unix(mtime, 0).UTC(), HiddenSectors: uint32(p.res.Start / sectorSize)})
 	if err != nil {
 		return err
 	}
-	dirs := map[string]bool{}
-	mkdirs := func(p string) error {
-		d := filepath.Dir(p)
-		if dirs[d] || d == "/" {
-			return nil
-		}
-		dirs[d] = true
-		return fs.Mkdir(d)
-	}
-	if err := mkdirs("/loader/entries/x"); err != nil {
+	if err := fs.Mkdir("/loader/entries"); err != nil {
 		return err
 	}
 	for _, e := range p.esp {
-		if err := mkdirs(e.path); err != nil {
-			return fmt.Errorf("%s: %w", e.path, err)
-		}
-		w, err := fs.OpenFile(e.path, os.O_CREATE|os.O_RDWR)
-		if err != nil {
-			return fmt.Errorf("%s: %w", e.path, err)
-		}
-		rc, err := e.n.Open()
-		if err != nil {
-			return fmt.Errorf("%s: %w", e.path, err)
-		}
-		n, err := io.Copy(w, rc)
-		rc.Close()
-		if err == nil && n != e.n.Size {
-			err = fmt.Errorf("copied %d bytes, want %d", n, e.n.Size)
-		}
-		if cerr := w.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		if err := fs.AddFile(e.path, e.n.Size, e.n.Open); err != nil {
 			return fmt.Errorf("%s: %w", e.path, err)
 		}
 	}
-	// go-diskfs leaves the volume serial 0 in reproducible mode; set the
-	// derived one in the boot sector and its backup (sector 6).
-	var id [4]byte
-	binary.LittleEndian.PutUint32(id[:], p.fatID)
-	for _, off := range []int64{0x43, 6*sectorSize + 0x43} {
-		if _, err := f.WriteAt(id[:], p.res.Start+off); err != nil {
-			return err
-		}
-	}
-	return nil
+	return fs.WriteTo(f, p.res.Start)
 }
 
 // ids derives every identifier of an image from the recipe name, the

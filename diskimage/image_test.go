@@ -180,12 +180,20 @@ func TestImageCheckersAndReproducible(t *testing.T) {
 	for _, p := range res.Partitions {
 		img := extract(t, res.Path, p)
 		if p.Role == "esp" {
-			run(t, "fsck.fat", "-n", img)
-			if o := run(t, "fsck.fat", "-n", "-v", img); !strings.Contains(strings.ToLower(o), strings.ToLower(strings.ReplaceAll(p.FSUUID, "-", ""))) {
-				t.Errorf("ESP volume id %s not in fsck.fat -v output:\n%s", p.FSUUID, o)
+			if o := run(t, "fsck.fat", "-n", img); strings.Count(strings.TrimSpace(o), "\n") != 1 {
+				t.Errorf("fsck.fat -n printed more than the version and the summary:\n%s", o)
 			}
-			if o := run(t, "mdir", "-i", img, "-/", "::/"); !strings.Contains(o, "BOOTX64.EFI") || !strings.Contains(o, "ext4x64.efi") || !strings.Contains(o, "loader.conf") {
-				t.Errorf("ESP listing:\n%s", o)
+			if o := run(t, "minfo", "-i", img, "::"); !strings.Contains(o, "serial number: "+strings.ReplaceAll(p.FSUUID, "-", "")) {
+				t.Errorf("ESP volume id %s not in minfo output:\n%s", p.FSUUID, o)
+			}
+			o := run(t, "mdir", "-i", img, "-/", "-b", "::/")
+			for _, want := range []string{"::/EFI/BOOT/BOOTX64.EFI", "::/EFI/systemd/drivers/ext4x64.efi", "::/loader/loader.conf", "::/loader/entries/"} {
+				if !strings.Contains(o, want+"\n") {
+					t.Errorf("ESP has no %s:\n%s", want, o)
+				}
+			}
+			if got := run(t, "mtype", "-i", img, "::/EFI/BOOT/BOOTX64.EFI"); got != "MZ systemd-boot" {
+				t.Errorf("BOOTX64.EFI: %q", got)
 			}
 			continue
 		}

@@ -31,7 +31,7 @@ cache=${BENCH_CACHE:-$repo_root/.cache/bench}
 mkdir -p "$cache"
 tmp=$(mktemp -d "$cache/image.XXXXXX")
 cleanup() {
-  chattr -R -i "$tmp" 2>/dev/null || true
+  chattr -i "$tmp"/ref/ostree/deploy/*/deploy/*.0 2>/dev/null || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -77,7 +77,7 @@ kver=$(ostree show --repo="$tmp/repo" --print-metadata-key=ostree.linux "$commit
 
 reference() {
   local r=$tmp/ref
-  rm -rf "$r" "$tmp/ref.img" "$tmp"/ref-*.img
+  rm -rf "$r" "$tmp/ref-boot" "$tmp/ref.img" "$tmp"/ref-*.img
   mkdir -p "$r"
   ostree admin init-fs "$r" >/dev/null
   ostree admin --sysroot="$r" os-init debian >/dev/null
@@ -103,7 +103,7 @@ reference() {
   dd if="$tmp/ref-boot.img" of="$tmp/ref.img" bs=1M seek=$((boot_s * 512)) oflag=seek_bytes conv=sparse,notrunc status=none
   dd if="$tmp/ref-root.img" of="$tmp/ref.img" bs=1M seek=$((root_s * 512)) oflag=seek_bytes conv=sparse,notrunc status=none
   sync -f "$tmp/ref.img"
-  chattr -R -i "$r"
+  chattr -i "$r"/ostree/deploy/*/deploy/*.0
 }
 export -f reference
 export tmp commit esp_s esp_e boot_s boot_e root_s root_e size

@@ -16,7 +16,8 @@ import (
 )
 
 // checkImage runs the checkers of issue #5's acceptance on a raw image of
-// the default recipe: sgdisk, fsck.fat, e2fsck, sparseness; then it mounts
+// the default recipe and its qcow2 twin: qemu-img check and compare,
+// sgdisk, fsck.fat, e2fsck, sparseness; then it mounts
 // the root and boot filesystems (loop devices, in the test only) and asks
 // Debian's ostree for the sysroot's status and the repository's fsck, and
 // compares owners and modes of sample files with the commit.
@@ -41,6 +42,13 @@ func checkImage(t *testing.T, image, repo, commit string) {
 	t.Logf("%s: %d MiB apparent, %d MiB allocated", image, st.Size()>>20, alloc>>20)
 	if alloc > st.Size()/2 {
 		t.Errorf("the image is not sparse: %d of %d bytes allocated", alloc, st.Size())
+	}
+	// The qcow2 twin of the raw image.
+	if q := strings.TrimSuffix(image, ".raw") + ".qcow2"; true {
+		if o := runOK("qemu-img", "check", q); !strings.Contains(o, "No errors were found") {
+			t.Errorf("qemu-img check %s:\n%s", q, o)
+		}
+		runOK("qemu-img", "compare", "-f", "raw", "-F", "qcow2", image, q)
 	}
 	parts, err := diskimage.ReadPartitions(image)
 	if err != nil {
