@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/apt-ostree/apt-ostree-factory/diskimage"
@@ -81,9 +82,13 @@ func WriteImages(ctx context.Context, o ImageOptions) ([]*diskimage.Result, erro
 // ImageSummary is a one-line description of a written image.
 func ImageSummary(res *diskimage.Result) string {
 	var total time.Duration
-	for _, d := range res.Times {
-		total += d
+	var parts []string
+	for _, k := range []string{"seed", "plan", "write", "qcow2", "checksum"} {
+		if d, ok := res.Times[k]; ok {
+			total += d
+			parts = append(parts, fmt.Sprintf("%s %.1fs", k, d.Seconds()))
+		}
 	}
-	return fmt.Sprintf("%s: %s %s disk, %.0f MB allocated, sha256 %s (%.1fs)", res.Path, res.Format,
-		recipe.FormatBytes(res.Size), float64(res.Allocated)/1e6, res.SHA256[:16], total.Seconds())
+	return fmt.Sprintf("%s: %s %s disk, %.0f MB allocated, sha256 %s (%.1fs: %s)", res.Path, res.Format,
+		recipe.FormatBytes(res.Size), float64(res.Allocated)/1e6, res.SHA256[:16], total.Seconds(), strings.Join(parts, ", "))
 }
