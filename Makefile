@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/apt-ostree-factory
 # Packages with concurrency run again under the race detector.
-RACE_PKGS := ./ostree/... ./apt/... ./builder/...
+RACE_PKGS := ./ostree/... ./apt/... ./builder/... ./diskimage/...
 
 .PHONY: all build deps lint test unit race fuzz fuzz-smoke bench clean
 
