@@ -4,7 +4,7 @@ BIN     := bin/apt-ostree-factory
 # Packages with concurrency run again under the race detector.
 RACE_PKGS := ./ostree/... ./apt/... ./builder/... ./diskimage/...
 
-.PHONY: all build deps lint test unit race fuzz fuzz-smoke bench clean
+.PHONY: all build deps lint test unit race fuzz fuzz-smoke qemu-test bench clean
 
 all: build
 
@@ -23,7 +23,7 @@ lint:
 # The full suite: lint, every test (oracle tools required, never skipped;
 # live-archive tests included), the race detector on concurrent packages,
 # and a short fuzz of the decoder.
-test: deps lint unit race fuzz-smoke
+test: deps lint unit race fuzz-smoke qemu-test
 
 # AOF_NETWORK_TESTS=1 runs the tests against the live Debian archive that apt
 # on this machine is configured with (solver vs mmdebstrap, real .debs, the
@@ -34,6 +34,13 @@ unit:
 
 race:
 	AOF_REQUIRE_TOOLS=1 $(GO) test -race -short -count=1 -timeout 20m $(RACE_PKGS)
+
+# QEMU scenarios (qemu-tests/): the default recipe's image (v1, and v2 with
+# a package added) booted with OVMF under TCG when KVM does not answer:
+# boot, upgrade + 3-way /etc merge + rollback + staged upgrade, and a broken
+# image that must fail. Console logs stay in $$TMPDIR/aof-qemu-logs.
+qemu-test: deps
+	AOF_REQUIRE_TOOLS=1 AOF_NETWORK_TESTS=1 AOF_QEMU_SCENARIOS=1 $(GO) test -count=1 -timeout 60m -v -run 'TestScenario' ./qemu-tests/
 
 fuzz-smoke:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=15s ./ostree/gvariant

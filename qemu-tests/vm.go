@@ -33,6 +33,13 @@ type VM struct {
 	DiskFormat string
 	// ProbeKernel is a kernel for the KVM probe when Kernel is empty.
 	ProbeKernel string
+	// AllowReboot lets the guest reboot within the run (QEMU otherwise
+	// exits on a reboot); disks attached with Snapshot keep the guest's
+	// writes across those reboots.
+	AllowReboot bool
+	// FailMarkers end the run at once when seen: the boot has failed and
+	// waiting for the timeout would only delay the report.
+	FailMarkers []string
 	Disks       []string // raw images, attached as virtio disks in order
 	MemoryMB    int      // default 1024
 	// Log receives a copy of the console ("" for none).
@@ -59,6 +66,7 @@ type Result struct {
 	PoweredOff bool                     // the guest powered off (-no-reboot)
 	TimedOut   bool                     // Timeout passed first
 	ExitErr    error                    // QEMU's exit status, if not zero
+	Failed     string                   // the FailMarker that ended the run
 }
 
 // powerDown is what Linux prints when it powers the machine off.
@@ -89,7 +97,10 @@ func (vm VM) Run() (*Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), vm.Timeout)
 	defer cancel()
 	args := []string{"-accel", accel, "-machine", "q35", "-cpu", "max", "-m", fmt.Sprint(mem), "-smp", "2",
-		"-nographic", "-no-reboot", "-nic", "none"}
+		"-nographic", "-nic", "none"}
+	if !vm.AllowReboot {
+		args = append(args, "-no-reboot")
+	}
 	if vm.Kernel != "" {
 		args = append(args, "-kernel", vm.Kernel, "-initrd", vm.Initrd, "-append", vm.Append)
 	}
@@ -142,6 +153,11 @@ func (vm VM) Run() (*Result, error) {
 	if vm.StopAt != "" {
 		markers = append(markers, vm.StopAt)
 	}
+	markers = append(markers, vm.FailMarkers...)
+	failing := map[string]bool{}
+	for _, m := range vm.FailMarkers {
+		failing[m] = true
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu-system-x86_64: %w", err)
@@ -163,6 +179,10 @@ func (vm VM) Run() (*Result, error) {
 			for _, m := range markers {
 				if _, seen := res.At[m]; !seen && strings.Contains(line, m) {
 					res.At[m] = time.Since(start)
+					if failing[m] {
+						res.Failed = m
+						cancel()
+					}
 					switch m {
 					case vm.StopAt:
 						cancel()
@@ -184,7 +204,7 @@ func (vm VM) Run() (*Result, error) {
 	_, stopped := res.At[vm.StopAt]
 	_, done := res.At[vm.Done]
 	res.TimedOut = ctx.Err() == context.DeadlineExceeded && !(vm.StopAt != "" && stopped) && !(vm.Done != "" && done)
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && res.Failed == "" {
 		res.ExitErr = err
 	}
 	return res, nil

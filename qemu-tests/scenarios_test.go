@@ -1,0 +1,204 @@
+package qemutests
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/diskimage"
+)
+
+func perBoot() time.Duration { return TimeoutFromEnv(300 * time.Second) }
+
+// TestScenarioBoot: the image reaches multi-user with the expected
+// deployment booted, /usr read-only, /etc writable, nothing failed, dpkg
+// working, /boot mounted; /var survives a reboot.
+func TestScenarioBoot(t *testing.T) {
+	needScenarios(t)
+	v1 := build(t, "v1")
+	script := phaseScript(
+		`echo aof-token > /var/lib/aoftest/persist; next`,
+		`fact VAR_PERSISTED "$(cat /var/lib/aoftest/persist 2>/dev/null)"`,
+	)
+	res, err := guest(t, "boot", v1.image, testDisk(t, "boot", script, ""), v1.kernel, 2, perBoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the firmware and systemd-boot showed before the kernel.
+	for _, want := range []string{"Debian GNU/Linux 13 (trixie) v1 (ostree:0)", "EFI stub: Loaded initrd"} {
+		if !strings.Contains(res.Console, want) {
+			t.Errorf("the console never showed %q", want)
+		}
+	}
+	if !regexp.MustCompile(`Command line: .*root=UUID=[0-9a-f-]{36} rw console=ttyS0 ostree=/ostree/boot\.1/debian/[0-9a-f]{64}/0`).MatchString(res.Console) {
+		t.Errorf("the kernel command line lacks root=UUID=, the recipe's arguments or ostree=")
+	}
+	f := parseFacts(res.Console)
+	f.checkHealthy(t, 0, v1.commit)
+	f.checkHealthy(t, 1, v1.commit)
+	f.expect(t, "P0-VERSION", "v1")
+	f.expect(t, "P1-VAR_PERSISTED", "aof-token")
+}
+
+// TestScenarioUpgrade: v1 boots, upgrades to v2 (hello added, version
+// bumped) from a repository on a second disk, keeps a local /etc change
+// through the 3-way merge, rolls back with `ostree admin set-default 1`,
+// and then upgrades again with a staged deployment.
+func TestScenarioUpgrade(t *testing.T) {
+	needScenarios(t)
+	v1 := build(t, "v1")
+	v2 := build(t, "v2")
+	script := phaseScript(
+		`echo aof-local-edit >> /etc/motd
+ostree admin upgrade; fact UPGRADE_RC $?
+next`,
+		`fact HELLO "$(hello 2>&1)"
+fact MOTD_KEPT "$(grep -c aof-local-edit /etc/motd)"
+ostree admin set-default 1; fact SET_DEFAULT_RC $?
+next`,
+		`fact HELLO "$(command -v hello || echo none)"
+ostree admin undeploy 1; fact UNDEPLOY_RC $?
+ostree admin upgrade --stage; fact STAGE_RC $?
+fact STAGED "$(ostree admin status | grep -c staged)"
+next`,
+		`fact HELLO "$(hello 2>&1)"
+fact MOTD_KEPT "$(grep -c aof-local-edit /etc/motd)"`,
+	)
+	res, err := guest(t, "upgrade", v1.image, testDisk(t, "upgrade", script, v2.repo), v1.kernel, 4, perBoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := parseFacts(res.Console)
+	f.checkHealthy(t, 0, v1.commit)
+	f.expect(t, "P0-UPGRADE_RC", "0")
+	f.checkHealthy(t, 1, v2.commit)
+	f.expect(t, "P1-VERSION", "v2")
+	f.expect(t, "P1-HELLO", "Hello, world!")
+	f.expect(t, "P1-MOTD_KEPT", "1")
+	f.expect(t, "P1-SET_DEFAULT_RC", "0")
+	f.checkHealthy(t, 2, v1.commit)
+	f.expect(t, "P2-VERSION", "v1")
+	f.expect(t, "P2-HELLO", "none")
+	f.expect(t, "P2-UNDEPLOY_RC", "0")
+	f.expect(t, "P2-STAGE_RC", "0")
+	f.expect(t, "P2-STAGED", "1")
+	f.checkHealthy(t, 3, v2.commit)
+	f.expect(t, "P3-HELLO", "Hello, world!")
+	f.expect(t, "P3-MOTD_KEPT", "1")
+}
+
+// TestScenarioBrokenBoot: an image whose initramfs was removed from /boot
+// must fail the boot scenario with a message naming the serial log,
+// within its time limit.
+func TestScenarioBrokenBoot(t *testing.T) {
+	needScenarios(t)
+	v1 := build(t, "v1")
+	broken := filepath.Join(t.TempDir(), "broken.raw")
+	if o, err := exec.Command("cp", "--sparse=always", v1.image, broken).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, o)
+	}
+	parts, err := diskimage.ReadPartitions(broken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var boot *diskimage.PartitionResult
+	for i := range parts {
+		if parts[i].Role == "boot" {
+			boot = &parts[i]
+		}
+	}
+	if boot == nil {
+		t.Fatal("no boot partition")
+	}
+	bootImg := filepath.Join(t.TempDir(), "boot.img")
+	copyRange(t, broken, boot.Start, boot.Size, bootImg, 0)
+	ls, err := exec.Command("debugfs", "-R", "ls -p /ostree", bootImg).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kdir string
+	for _, l := range strings.Split(string(ls), "\n") {
+		if f := strings.Split(l, "/"); len(f) > 5 && strings.HasPrefix(f[5], "debian-") {
+			kdir = f[5]
+		}
+	}
+	if kdir == "" {
+		t.Fatalf("no kernel directory in /boot/ostree:\n%s", ls)
+	}
+	files, _ := exec.Command("debugfs", "-R", "ls -p /ostree/"+kdir, bootImg).Output()
+	removed := false
+	for _, l := range strings.Split(string(files), "\n") {
+		if f := strings.Split(l, "/"); len(f) > 5 && strings.HasPrefix(f[5], "initramfs-") {
+			if o, err := exec.Command("debugfs", "-w", "-R", "rm /ostree/"+kdir+"/"+f[5], bootImg).CombinedOutput(); err != nil {
+				t.Fatalf("debugfs rm: %v %s", err, o)
+			}
+			removed = true
+		}
+	}
+	if !removed {
+		t.Fatalf("no initramfs in /ostree/%s:\n%s", kdir, files)
+	}
+	copyRange(t, bootImg, 0, boot.Size, broken, boot.Start)
+
+	limit := 150 * time.Second
+	t0 := time.Now()
+	_, err = guest(t, "broken-boot", broken, testDisk(t, "broken", phaseScript(`true`), ""), v1.kernel, 1, limit)
+	took := time.Since(t0)
+	if err == nil {
+		t.Fatal("the boot of an image without initramfs passed")
+	}
+	t.Logf("failed as it should, after %v: %v", took.Round(time.Second), firstLine(err.Error()))
+	if !strings.Contains(err.Error(), "serial log: ") || !strings.Contains(err.Error(), "aof-qemu-logs") {
+		t.Errorf("the failure does not point at the serial log: %v", firstLine(err.Error()))
+	}
+	if took > limit+60*time.Second {
+		t.Errorf("the failed boot took %v, the limit is %v", took, limit)
+	}
+}
+
+func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
+
+// copyRange copies n bytes from src at off to dst at doff, skipping zero
+// blocks (dst is sparse or already zero there, or must be overwritten:
+// zero blocks are written when dst already has data).
+func copyRange(t *testing.T, src string, off, n int64, dst string, doff int64) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if st, _ := out.Stat(); st.Size() < doff+n {
+		out.Truncate(doff + n)
+	}
+	buf := make([]byte, 1<<20)
+	old := make([]byte, 1<<20)
+	zero := make([]byte, 1<<20)
+	for pos := int64(0); pos < n; pos += int64(len(buf)) {
+		k, err := in.ReadAt(buf, off+pos)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if k == 0 {
+			break
+		}
+		m, _ := out.ReadAt(old[:k], doff+pos)
+		if bytes.Equal(buf[:k], zero[:k]) && (m == 0 || bytes.Equal(old[:m], zero[:m])) {
+			continue
+		}
+		if _, err := out.WriteAt(buf[:k], doff+pos); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
