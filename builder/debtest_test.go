@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/apt-ostree/apt-ostree-factory/apt"
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -276,14 +277,7 @@ func walkAll(t testing.TB, repo *ostree.Repo, c ostree.Checksum) map[string]*ost
 
 func needTool(t testing.TB, tool string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("AOF_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is required (AOF_REQUIRE_TOOLS=1)", tool)
-		}
-		t.Skipf("%s not installed", tool)
-	}
-	return p
+	return testenv.Tool(t, tool)
 }
 
 // ostreeFsck runs the real `ostree fsck` on the repository.

@@ -1,12 +1,10 @@
 package diskimage
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 	"github.com/apt-ostree/apt-ostree-factory/recipe"
@@ -24,12 +23,7 @@ import (
 func needTool(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("AOF_REQUIRE_TOOLS") == "1" {
-				t.Fatalf("%s is required (scripts/install-test-deps.sh installs it)", tool)
-			}
-			t.Skipf("%s not installed", tool)
-		}
+		testenv.Tool(t, tool)
 	}
 }
 
@@ -120,31 +114,9 @@ func writeTestImage(t *testing.T, repo *ostree.Repo, c ostree.Checksum, im recip
 // extract copies a partition to its own sparse file.
 func extract(t *testing.T, img string, p PartitionResult) string {
 	t.Helper()
-	src, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
 	dst := filepath.Join(t.TempDir(), p.Role+".img")
-	f, err := os.Create(dst)
-	if err != nil {
+	if err := ExtractPartition(img, p, dst); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(p.Size); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	for off := int64(0); off < p.Size; off += int64(len(buf)) {
-		n, err := src.ReadAt(buf, p.Start+off)
-		if err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(buf[:n], zeros[:n]) {
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	return dst
 }

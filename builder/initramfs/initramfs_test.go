@@ -17,20 +17,15 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/u-root/u-root/pkg/cpio"
 	"github.com/ulikunitz/xz"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 )
 
 // requireTool skips the test when a host tool is missing, unless
 // AOF_REQUIRE_TOOLS=1 says missing tools are failures.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("AOF_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is required (AOF_REQUIRE_TOOLS=1): %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
+	return testenv.Tool(t, name)
 }
 
 func writeFile(t *testing.T, p string, data []byte, perm os.FileMode) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,7 +55,10 @@ func checkImage(t *testing.T, image, repo, commit string) {
 	}
 	files := map[string]string{}
 	for _, p := range parts {
-		f := extractPartition(t, image, p)
+		f := filepath.Join(t.TempDir(), p.Role+".img")
+		if err := diskimage.ExtractPartition(image, p, f); err != nil {
+			t.Fatal(err)
+		}
 		files[p.Role] = f
 		switch p.Role {
 		case "esp":
@@ -117,37 +119,4 @@ func checkImage(t *testing.T, image, repo, commit string) {
 	if b, err := os.ReadFile(dep + "/etc/fstab"); err != nil || !bytes.Contains(b, []byte(" /boot ext4 ")) {
 		t.Errorf("fstab: %q %v", b, err)
 	}
-}
-
-// extractPartition copies a partition of an image to a sparse file.
-func extractPartition(t *testing.T, image string, p diskimage.PartitionResult) string {
-	t.Helper()
-	src, err := os.Open(image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	out := filepath.Join(t.TempDir(), p.Role+".img")
-	dst, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dst.Close()
-	if err := dst.Truncate(p.Size); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, 1<<20)
-	for off := int64(0); off < p.Size; off += int64(len(buf)) {
-		n, err := src.ReadAt(buf, p.Start+off)
-		if err != nil && err != io.EOF {
-			t.Fatal(err)
-		}
-		if n > 0 && !bytes.Equal(buf[:n], zero[:n]) {
-			if _, err := dst.WriteAt(buf[:n], off); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return out
 }

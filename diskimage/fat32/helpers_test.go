@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 )
 
 const mb = 1 << 20
@@ -21,12 +23,7 @@ const mb = 1 << 20
 func needTool(t *testing.T, names ...string) {
 	t.Helper()
 	for _, name := range names {
-		if _, err := exec.LookPath(name); err != nil {
-			if os.Getenv("AOF_REQUIRE_TOOLS") == "1" {
-				t.Fatalf("%s not found and AOF_REQUIRE_TOOLS=1", name)
-			}
-			t.Skipf("%s not found", name)
-		}
+		testenv.Tool(t, name)
 	}
 }
 

@@ -13,20 +13,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 )
 
 // requireTool returns the path of a tool, skipping the test when it is
 // missing unless AOF_REQUIRE_TOOLS=1.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("AOF_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and AOF_REQUIRE_TOOLS=1: %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
-	}
-	return p
+	return testenv.Tool(t, name)
 }
 
 type chunk struct {

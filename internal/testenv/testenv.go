@@ -51,3 +51,18 @@ func DebianMirror(tb testing.TB) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// Tool returns the path of a command the test uses as an oracle. Without
+// it the test is skipped, or fails when AOF_REQUIRE_TOOLS=1 (make test),
+// so that CI never passes by skipping.
+func Tool(tb testing.TB, name string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("AOF_REQUIRE_TOOLS") == "1" {
+			tb.Fatalf("%s is required (AOF_REQUIRE_TOOLS=1; scripts/install-test-deps.sh installs it): %v", name, err)
+		}
+		tb.Skipf("%s not installed", name)
+	}
+	return p
+}
