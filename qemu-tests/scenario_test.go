@@ -154,22 +154,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build builds version v ("v1", "v2") of the test recipe; v2 adds the
-// hello package. Versions share one repository, so v2's parent is v1.
+// build builds version v ("v1", "v2") of the default recipe with the
+// test agent; v2 adds the hello package. Versions share one repository, so
+// v2's parent is v1.
 func build(t *testing.T, v string) *testBuild {
+	t.Helper()
+	return buildRecipe(t, "trixie-minimal", v)
+}
+
+// buildRecipe builds version v of recipes/NAME.yaml with the test agent.
+func buildRecipe(t *testing.T, name, v string) *testBuild {
 	t.Helper()
 	buildsMu.Lock()
 	defer buildsMu.Unlock()
-	if b := builds[v]; b != nil {
+	key := name + "/" + v
+	if b := builds[key]; b != nil {
 		return b
 	}
-	if v == "v2" && builds["v1"] == nil {
+	if v == "v2" && builds[name+"/v1"] == nil {
 		buildsMu.Unlock()
-		build(t, "v1")
+		buildRecipe(t, name, "v1")
 		buildsMu.Lock()
 	}
 	root := testenv.ModuleRoot(t)
-	data, err := os.ReadFile(filepath.Join(root, "recipes", "trixie-minimal.yaml"))
+	data, err := os.ReadFile(filepath.Join(root, "recipes", name+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +191,7 @@ func build(t *testing.T, v string) *testBuild {
 		text = strings.Replace(text, "packages:\n", "packages:\n  - hello\n", 1)
 	}
 	dir := work(t)
-	path := filepath.Join(dir, "test-"+v+".yaml")
+	path := filepath.Join(dir, name+"-"+v+".yaml")
 	if err := os.WriteFile(path, []byte(text+agentScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -195,27 +203,27 @@ func build(t *testing.T, v string) *testBuild {
 	if v == "v2" {
 		epoch += 3600
 	}
-	out := filepath.Join(dir, "images-"+v)
+	out := filepath.Join(dir, "images-"+name+"-"+v)
 	t0 := time.Now()
 	res, err := builder.Build(context.Background(), builder.BuildOptions{
-		Recipe: r, Repo: filepath.Join(dir, "repo"), CacheDir: filepath.Join(os.TempDir(), "aof-test-cache"),
+		Recipe: r, Repo: filepath.Join(dir, "repo-"+name), CacheDir: filepath.Join(os.TempDir(), "aof-test-cache"),
 		OutputDir: out, SourceDateEpoch: &epoch,
 	})
 	if err != nil {
-		t.Fatalf("building %s: %v", v, err)
+		t.Fatalf("building %s %s: %v", name, v, err)
 	}
 	if len(res.Images) != 1 {
 		t.Fatalf("%s: %d images", v, len(res.Images))
 	}
 	b := &testBuild{repo: res.Repo, commit: res.Commit.String(), image: res.Images[0].Path}
 	// The commit's kernel, for the KVM probe.
-	b.kernel = filepath.Join(dir, "vmlinuz-"+v)
+	b.kernel = filepath.Join(dir, "vmlinuz-"+name+"-"+v)
 	cmd := exec.Command("sh", "-c", `ostree cat --repo="$1" "$2" "/usr/lib/modules/$3/vmlinuz" > "$4"`, "sh", res.Repo, b.commit, res.KernelVersion, b.kernel)
 	if o, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ostree cat: %v %s", err, o)
 	}
-	t.Logf("built %s: commit %s, image %s in %v", v, b.commit, b.image, time.Since(t0).Round(time.Second))
-	builds[v] = b
+	t.Logf("built %s %s: commit %s, image %s in %v", name, v, b.commit, b.image, time.Since(t0).Round(time.Second))
+	builds[key] = b
 	return b
 }
 
@@ -267,7 +275,11 @@ func guest(t *testing.T, name, image, disk, probeKernel string, boots int, per t
 		Firmware: ovmfCode, FirmwareVars: ovmfVars, Disks: []string{image, disk}, Snapshot: true,
 		ProbeKernel: probeKernel, MemoryMB: 1536, Timeout: per * time.Duration(boots), Log: log,
 		AllowReboot: true, Markers: markers, Done: "AOF-SCENARIO-DONE", Grace: 90 * time.Second,
-		FailMarkers: []string{"Kernel panic - not syncing", "initramfs: emergency", "Error loading", "AOF-AGENT-NO-TEST-DISK", "AOF-UNEXPECTED-PHASE"},
+		FailMarkers: []string{
+			"@image_start: Error", // systemd-boot could not start the entry (e.g. "Error preparing initrd: Not found")
+			"Shell> ",             // the firmware found nothing to boot and started the UEFI shell
+			"Kernel panic - not syncing", "initramfs: emergency", "AOF-AGENT-NO-TEST-DISK", "AOF-UNEXPECTED-PHASE",
+		},
 	}.Run()
 	if err != nil {
 		return nil, err

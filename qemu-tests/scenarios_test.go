@@ -90,6 +90,31 @@ fact MOTD_KEPT "$(grep -c aof-local-edit /etc/motd)"`,
 	f.expect(t, "P3-MOTD_KEPT", "1")
 }
 
+// TestScenarioBootBookworm: the bookworm recipe's image, whose ostree is
+// 2022.7 (boot entries named ostree-N-<stateroot>.conf, os-init's /var
+// directories), boots and reboots the same way.
+func TestScenarioBootBookworm(t *testing.T) {
+	needScenarios(t)
+	b := buildRecipe(t, "bookworm-minimal", "v1")
+	script := phaseScript(
+		`fact ENTRIES "$(ls /boot/loader/entries)"
+echo aof-token > /var/lib/aoftest/persist; next`,
+		`fact VAR_PERSISTED "$(cat /var/lib/aoftest/persist 2>/dev/null)"`,
+	)
+	res, err := guest(t, "boot-bookworm", b.image, testDisk(t, "bookworm", script, ""), b.kernel, 2, perBoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(res.Console, "Debian GNU/Linux 12 (bookworm) v1 (ostree:0)") {
+		t.Errorf("systemd-boot's menu did not show the bookworm entry")
+	}
+	f := parseFacts(res.Console)
+	f.checkHealthy(t, 0, b.commit)
+	f.checkHealthy(t, 1, b.commit)
+	f.expect(t, "P0-ENTRIES", "ostree-1-debian.conf")
+	f.expect(t, "P1-VAR_PERSISTED", "aof-token")
+}
+
 // TestScenarioBrokenBoot: an image whose initramfs was removed from /boot
 // must fail the boot scenario with a message naming the serial log,
 // within its time limit.
@@ -157,6 +182,9 @@ func TestScenarioBrokenBoot(t *testing.T) {
 	t.Logf("failed as it should, after %v: %v", took.Round(time.Second), firstLine(err.Error()))
 	if !strings.Contains(err.Error(), "serial log: ") || !strings.Contains(err.Error(), "aof-qemu-logs") {
 		t.Errorf("the failure does not point at the serial log: %v", firstLine(err.Error()))
+	}
+	if !strings.Contains(err.Error(), "Error preparing initrd") && !strings.Contains(err.Error(), "@image_start: Error") {
+		t.Errorf("the failure does not say systemd-boot could not load the initrd: %v", firstLine(err.Error()))
 	}
 	if took > limit+60*time.Second {
 		t.Errorf("the failed boot took %v, the limit is %v", took, limit)
