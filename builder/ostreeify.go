@@ -228,11 +228,15 @@ func OSTreeify(root *ostree.MemDir, kernel *Kernel) (*OSTreeifyResult, error) {
 		return nil, err
 	}
 
-	// Mount points and the link ostree-prepare-root expects.
+	// Mount points and the link ostree-prepare-root expects. /efi is where
+	// systemd's gpt-auto-generator mounts the ESP of a systemd-boot system
+	// whose /boot is taken; the deployment root is read-only, so the mount
+	// point must come with the commit (bookworm's systemd fails the
+	// automount otherwise).
 	for _, d := range []struct {
 		name string
 		mode uint32
-	}{{"dev", 0o755}, {"proc", 0o555}, {"sys", 0o555}, {"run", 0o755}, {"tmp", 0o1777}, {"sysroot", 0o755}, {"boot", 0o755}} {
+	}{{"dev", 0o755}, {"proc", 0o555}, {"sys", 0o555}, {"run", 0o755}, {"tmp", 0o1777}, {"sysroot", 0o755}, {"boot", 0o755}, {"efi", 0o755}} {
 		old := root.Dirs[d.name]
 		if old != nil {
 			for _, n := range sortedKeys(old.Files) {

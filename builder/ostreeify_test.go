@@ -143,7 +143,7 @@ func TestOSTreeify(t *testing.T) {
 	if res.VarEntries == 0 || len(res.Dropped) == 0 {
 		t.Errorf("result %+v", res)
 	}
-	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "sysroot"} {
+	for _, d := range []string{"dev", "proc", "sys", "run", "tmp", "sysroot", "efi"} {
 		if !isDir(root, d) {
 			t.Errorf("/%s missing", d)
 		}
