@@ -17,6 +17,7 @@ import (
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 	"github.com/apt-ostree/apt-ostree-factory/recipe"
+	"github.com/apt-ostree/apt-ostree-factory/signing"
 )
 
 // Reporter receives the build's progress. Methods may be called from
@@ -116,6 +117,12 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	}
 	if opts.Recipe == nil {
 		return nil, errors.New("build: no recipe")
+	}
+	// Signing keys are unlocked first: a wrong passphrase should not cost
+	// a whole build.
+	keys, err := signing.LoadKeys(r.Signing.GPGKeys, signing.Passphrase{File: r.Signing.PassphraseFile, Env: r.Signing.PassphraseEnv})
+	if err != nil {
+		return nil, fmt.Errorf("%s: signing: %w", r.Path, err)
 	}
 	repoPath := opts.Repo
 	if repoPath == "" {
@@ -316,9 +323,10 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		copts.Metadata = append(copts.Metadata, ostree.MetadataEntry{Key: "ostree.ref-binding", Value: gvariant.NewVariant("as", []string{res.Branch})})
 	}
 	images := !opts.NoRef && !opts.NoImages && len(r.Outputs.Images) > 0
-	if images {
-		// The images are written before the branch moves, so that an
-		// image that cannot be made leaves the branch where it was.
+	deferRef := !opts.NoRef && (images || len(keys) > 0)
+	if deferRef {
+		// Signatures and images are made before the branch moves, so that
+		// a failure leaves the branch where it was.
 		if err := unboundCommit(repo, &copts); err != nil {
 			return nil, err
 		}
@@ -332,6 +340,17 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	res.Files, res.ContentBytes = cr.Stats.Files, cr.Stats.ContentBytes
 	done("%s on %s", res.Commit, res.Branch)
 
+	if len(keys) > 0 && !opts.NoRef {
+		done = stage("sign")
+		if err := signing.SignCommit(repo, res.Commit, keys...); err != nil {
+			return nil, err
+		}
+		var fps []string
+		for _, k := range keys {
+			fps = append(fps, k.Fingerprint())
+		}
+		done("signed by %s", strings.Join(fps, ", "))
+	}
 	if images {
 		done = stage("image")
 		res.Images, err = WriteImages(ctx, ImageOptions{Recipe: r, Repo: repo, Commit: res.Commit, OutputDir: opts.OutputDir, Report: rep})
@@ -342,13 +361,15 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		for _, im := range res.Images {
 			names = append(names, filepath.Base(im.Path))
 		}
+		done("%s", strings.Join(names, ", "))
+	}
+	if deferRef {
 		if err := repo.Sync(); err != nil {
 			return nil, err
 		}
 		if err := repo.WriteRef(res.Branch, res.Commit); err != nil {
 			return nil, err
 		}
-		done("%s", strings.Join(names, ", "))
 	}
 	return res, nil
 }

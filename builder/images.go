@@ -9,6 +9,7 @@ import (
 	"github.com/apt-ostree/apt-ostree-factory/diskimage"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/recipe"
+	"github.com/apt-ostree/apt-ostree-factory/signing"
 )
 
 // ImageOptions selects the images WriteImages writes.
@@ -46,6 +47,13 @@ func WriteImages(ctx context.Context, o ImageOptions) ([]*diskimage.Result, erro
 	if out == "" {
 		out = "."
 	}
+	var trusted []byte
+	if len(r.Signing.GPGKeys) > 0 {
+		var err error
+		if trusted, err = signing.PublicKeyring(r.Signing.GPGKeys); err != nil {
+			return nil, err
+		}
+	}
 	var results []*diskimage.Result
 	for i, im := range r.Outputs.Images {
 		if len(want) > 0 && !want[im.Name] {
@@ -61,7 +69,7 @@ func WriteImages(ctx context.Context, o ImageOptions) ([]*diskimage.Result, erro
 			Deployment: diskimage.Deployment{
 				Repo: o.Repo, Commit: o.Commit, Branch: r.OSTree.Branch,
 				Remote: r.OSTree.Remote.Name, RemoteURL: r.OSTree.Remote.URL,
-				Stateroot: r.OSTree.Stateroot,
+				Stateroot: r.OSTree.Stateroot, TrustedKeys: trusted,
 			},
 			OutputDir: out,
 			Log:       rep.Logf,

@@ -33,9 +33,12 @@ type Deployment struct {
 	Branch    string
 	Remote    string
 	RemoteURL string
-	// GPGVerify is written to the remote's configuration.
-	GPGVerify bool
-	Stateroot string
+	// TrustedKeys is the binary public keyring that verifies the
+	// remote's commits: with it the remote gets gpg-verify=true and the
+	// keyring is installed as REPO/<remote>.trustedkeys.gpg, where
+	// `ostree remote gpg-import` puts keys; without it gpg-verify=false.
+	TrustedKeys []byte
+	Stateroot   string
 	// KernelArgs are the boot entry's options before ostree=.
 	KernelArgs []string
 	// Fstab becomes the deployment's /etc/fstab (a local file in /etc:
@@ -195,7 +198,13 @@ func (s *Sysroot) seedRepo(d Deployment, w *commitWalker, cm *ostree.Commit) err
 	var cfg bytes.Buffer
 	cfg.WriteString("[core]\nrepo_version=1\nmode=bare\n")
 	if d.RemoteURL != "" {
-		fmt.Fprintf(&cfg, "\n[remote %q]\nurl=%s\ngpg-verify=%t\n", d.Remote, d.RemoteURL, d.GPGVerify)
+		verify := len(d.TrustedKeys) > 0
+		fmt.Fprintf(&cfg, "\n[remote %q]\nurl=%s\ngpg-verify=%t\n", d.Remote, d.RemoteURL, verify)
+		if verify {
+			if err := root.Add(repo+"/"+d.Remote+".trustedkeys.gpg", Bytes(0o644, d.TrustedKeys, t)); err != nil {
+				return err
+			}
+		}
 	}
 	cfg.WriteString("\n[sysroot]\nbootloader=none\n")
 	if err := root.Add(repo+"/config", Bytes(0o644, cfg.Bytes(), t)); err != nil {

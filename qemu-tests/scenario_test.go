@@ -1,6 +1,7 @@
 package qemutests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/apt-ostree/apt-ostree-factory/builder"
 	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 	"github.com/apt-ostree/apt-ostree-factory/recipe"
+	"github.com/apt-ostree/apt-ostree-factory/signing"
 )
 
 // The scenarios of `make qemu-test`: images of the default recipe (plus a
@@ -191,6 +193,22 @@ func buildRecipe(t *testing.T, name, v string) *testBuild {
 		text = strings.Replace(text, "packages:\n", "packages:\n  - hello\n", 1)
 	}
 	dir := work(t)
+	// Every test commit is signed; the images verify their updates.
+	keyFile := filepath.Join(dir, "signing-key.asc")
+	if _, err := os.Stat(keyFile); err != nil {
+		key, err := signing.GenerateKey("apt-ostree-factory QEMU tests", "qemu-tests@example.org", time.Unix(1763800000, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := key.WriteSecret(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text += "signing:\n  gpg-keys: [" + keyFile + "]\n"
 	path := filepath.Join(dir, name+"-"+v+".yaml")
 	if err := os.WriteFile(path, []byte(text+agentScript), 0o644); err != nil {
 		t.Fatal(err)

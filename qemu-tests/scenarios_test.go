@@ -44,7 +44,8 @@ func TestScenarioBoot(t *testing.T) {
 }
 
 // TestScenarioUpgrade: v1 boots, upgrades to v2 (hello added, version
-// bumped) from a repository on a second disk, keeps a local /etc change
+// bumped; signed, and verified by the guest against the key the image
+// carries) from a repository on a second disk, keeps a local /etc change
 // through the 3-way merge, rolls back with `ostree admin set-default 1`,
 // and then upgrades again with a staged deployment.
 func TestScenarioUpgrade(t *testing.T) {
@@ -53,7 +54,9 @@ func TestScenarioUpgrade(t *testing.T) {
 	v2 := build(t, "v2")
 	script := phaseScript(
 		`echo aof-local-edit >> /etc/motd
+fact GPG_VERIFY "$(sed -n 's/^gpg-verify=//p' /ostree/repo/config)"
 ostree admin upgrade; fact UPGRADE_RC $?
+fact GOOD_SIGNATURES "$(ostree show --gpg-verify-remote=origin "$(ostree rev-parse origin:debian/trixie/x86_64)" | grep -c 'Good signature')"
 next`,
 		`fact HELLO "$(hello 2>&1)"
 fact MOTD_KEPT "$(grep -c aof-local-edit /etc/motd)"
@@ -73,7 +76,9 @@ fact MOTD_KEPT "$(grep -c aof-local-edit /etc/motd)"`,
 	}
 	f := parseFacts(res.Console)
 	f.checkHealthy(t, 0, v1.commit)
+	f.expect(t, "P0-GPG_VERIFY", "true")
 	f.expect(t, "P0-UPGRADE_RC", "0")
+	f.expect(t, "P0-GOOD_SIGNATURES", "1")
 	f.checkHealthy(t, 1, v2.commit)
 	f.expect(t, "P1-VERSION", "v2")
 	f.expect(t, "P1-HELLO", "Hello, world!")

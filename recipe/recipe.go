@@ -59,6 +59,8 @@ type Recipe struct {
 	KernelArguments []string `yaml:"kernel-arguments"`
 	// OSTree describes the commit.
 	OSTree OSTree `yaml:"ostree"`
+	// Signing names the keys that sign the commit.
+	Signing Signing `yaml:"signing"`
 	// Outputs selects what the build produces.
 	Outputs Outputs `yaml:"outputs"`
 
@@ -176,6 +178,19 @@ type Remote struct {
 	Name string `yaml:"name"`
 	// URL is http://, https:// or file://; "" for none.
 	URL string `yaml:"url"`
+}
+
+// Signing names the OpenPGP secret keys that sign every commit (detached
+// signatures in ostree.gpgsigs). Images then configure their remote with
+// gpg-verify=true and carry the public keys.
+type Signing struct {
+	// GPGKeys are secret key files (armored or binary; written relative to
+	// the recipe directory; resolved by Parse, which checks they exist).
+	GPGKeys []string `yaml:"gpg-keys"`
+	// PassphraseFile is a file whose first line unlocks the keys.
+	PassphraseFile string `yaml:"passphrase-file"`
+	// PassphraseEnv names an environment variable holding the passphrase.
+	PassphraseEnv string `yaml:"passphrase-env"`
 }
 
 // Outputs selects what the build produces.

@@ -233,6 +233,29 @@ func (v *validator) check(r *Recipe) error {
 		}
 	}
 
+	// signing
+	sg := &r.Signing
+	for i, k := range sg.GPGKeys {
+		sg.GPGKeys[i] = v.resolve(r.Dir, k)
+		if st, err := os.Stat(sg.GPGKeys[i]); err != nil {
+			add([]any{"signing", "gpg-keys", i}, "signing.gpg-keys[%d] %s", i, statMessage(err, sg.GPGKeys[i]))
+		} else if !st.Mode().IsRegular() {
+			add([]any{"signing", "gpg-keys", i}, "signing.gpg-keys[%d] %s: not a regular file", i, sg.GPGKeys[i])
+		}
+	}
+	if sg.PassphraseFile != "" {
+		sg.PassphraseFile = v.resolve(r.Dir, sg.PassphraseFile)
+		if _, err := os.Stat(sg.PassphraseFile); err != nil {
+			add([]any{"signing", "passphrase-file"}, "signing.passphrase-file %s", statMessage(err, sg.PassphraseFile))
+		}
+	}
+	if sg.PassphraseFile != "" && sg.PassphraseEnv != "" {
+		add([]any{"signing", "passphrase-env"}, "signing: set passphrase-file or passphrase-env, not both")
+	}
+	if (sg.PassphraseFile != "" || sg.PassphraseEnv != "") && len(sg.GPGKeys) == 0 {
+		add([]any{"signing"}, "signing: a passphrase without gpg-keys")
+	}
+
 	// ostree
 	o := &r.OSTree
 	if o.Repository != "" {

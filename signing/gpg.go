@@ -60,16 +60,10 @@ func (p Passphrase) read() ([]byte, error) {
 // LoadKey reads a secret key (armored or binary; the first key of a
 // keyring that has a secret signing key) and unlocks it.
 func LoadKey(path string, pass Passphrase) (*Key, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
-	var list openpgp.EntityList
-	if bytes.Contains(data[:min(len(data), 100)], []byte("-----BEGIN PGP")) {
-		list, err = openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
-	} else {
-		list, err = openpgp.ReadKeyRing(bytes.NewReader(data))
-	}
+	list, err := readEntities(path)
 	if err != nil {
 		return nil, fmt.Errorf("signing key %s: not an OpenPGP key: %w", path, err)
 	}
@@ -175,4 +169,49 @@ func SignCommit(repo *ostree.Repo, commit ostree.Checksum, keys ...*Key) error {
 	}
 	md.Set(GPGSigsKey, gvariant.NewVariant("aay", sigs))
 	return repo.WriteCommitMeta(commit, md)
+}
+
+// readEntities reads an armored or binary keyring.
+func readEntities(path string) (openpgp.EntityList, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Contains(data[:min(len(data), 100)], []byte("-----BEGIN PGP")) {
+		return openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
+	}
+	return openpgp.ReadKeyRing(bytes.NewReader(data))
+}
+
+// PublicKeyring is the binary public keyring of the keys in the given
+// files (secret or public; no passphrase needed), as ostree keeps it in
+// REPO/<remote>.trustedkeys.gpg.
+func PublicKeyring(paths []string) ([]byte, error) {
+	var buf bytes.Buffer
+	for _, p := range paths {
+		list, err := readEntities(p)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", p, err)
+		}
+		for _, e := range list {
+			if err := e.Serialize(&buf); err != nil {
+				return nil, fmt.Errorf("key %s: %w", p, err)
+			}
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// LoadKeys loads every key of a recipe's signing section with one
+// passphrase source.
+func LoadKeys(paths []string, pass Passphrase) ([]*Key, error) {
+	var keys []*Key
+	for _, p := range paths {
+		k, err := LoadKey(p, pass)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }

@@ -23,6 +23,7 @@ type command struct {
 
 var commands = []command{
 	{"build", "build a recipe into a bootable OSTree commit and its disk images (resolve, fetch, unpack, configure, commit, image)", runBuild},
+	{"sign", "add OpenPGP signatures (ostree.gpgsigs) to a commit", runSign},
 	{"image", "write a recipe's disk images (raw, qcow2) from a commit already in a repository", runImage},
 	{"commit", "commit a directory to an OSTree repository (like `ostree commit`)", runCommit},
 	{"ls", "list a path of a commit", runLs},
@@ -37,7 +38,7 @@ var commands = []command{
 
 // notYet lists subcommands that are planned but not implemented, so the
 // help does not pretend they work.
-var notYet = []string{"sign", "delta", "publish"}
+var notYet = []string{"delta", "publish"}
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: apt-ostree-factory COMMAND [OPTIONS] [ARGS]\n\nCommands:\n")
