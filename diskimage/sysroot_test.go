@@ -88,3 +88,29 @@ func TestSeparateVarPartition(t *testing.T) {
 		}
 	}
 }
+
+func TestSeedTrustedKeys(t *testing.T) {
+	repo, c := fixtureCommit(t, "2025.2-1")
+	keyring := []byte("binary keyring bytes")
+	for _, tc := range []struct {
+		keys   []byte
+		verify string
+	}{{nil, "gpg-verify=false"}, {keyring, "gpg-verify=true"}} {
+		s, err := Seed(Deployment{Repo: repo, Commit: c, Branch: "testos/x86_64", Remote: "origin", RemoteURL: "http://example.com/repo",
+			Stateroot: "testos", TrustedKeys: tc.keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := s.Root.Lookup("/ostree/repo/config")
+		rc, _ := cfg.Open()
+		b := make([]byte, cfg.Size)
+		rc.Read(b)
+		if !strings.Contains(string(b), "[remote \"origin\"]\nurl=http://example.com/repo\n"+tc.verify+"\n") {
+			t.Errorf("config:\n%s", b)
+		}
+		kr := s.Root.Lookup("/ostree/repo/origin.trustedkeys.gpg")
+		if (kr != nil) != (tc.keys != nil) || (kr != nil && kr.Size != int64(len(keyring))) {
+			t.Errorf("keyring %+v with keys %q", kr, tc.keys)
+		}
+	}
+}
