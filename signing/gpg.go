@@ -215,3 +215,17 @@ func LoadKeys(paths []string, pass Passphrase) ([]*Key, error) {
 	}
 	return keys, nil
 }
+
+// SignSummary returns summary.sig for a summary: {"ostree.gpgsigs": aay}
+// with one detached signature per key over the summary's bytes.
+func SignSummary(summary []byte, keys ...*Key) ([]byte, error) {
+	var sigs [][]byte
+	for _, k := range keys {
+		sig, err := k.Sign(summary)
+		if err != nil {
+			return nil, err
+		}
+		sigs = append(sigs, sig)
+	}
+	return ostree.EncodeMetadata(ostree.Metadata{{Key: GPGSigsKey, Value: gvariant.NewVariant("aay", sigs)}})
+}

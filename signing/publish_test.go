@@ -1,0 +1,122 @@
+package signing
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
+	"github.com/apt-ostree/apt-ostree-factory/ostree"
+)
+
+// server serves a repository over HTTP on loopback and logs the paths.
+type server struct {
+	*httptest.Server
+	mu   sync.Mutex
+	gets []string
+}
+
+func serve(t *testing.T, dir string) *server {
+	s := &server{}
+	fsrv := http.FileServer(http.Dir(dir))
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.gets = append(s.gets, r.URL.Path)
+		s.mu.Unlock()
+		fsrv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// client makes a repository with a verifying remote for url.
+func client(t *testing.T, url, pub string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "client")
+	for _, args := range [][]string{
+		{"init", "--repo=" + dst, "--mode=bare-user"},
+		{"remote", "add", "--repo=" + dst, "--gpg-import=" + pub, "--set=gpg-verify-summary=true", "origin", url},
+	} {
+		if o, err := ostreeOut(args...); err != nil {
+			t.Fatalf("ostree %v: %v %s", args, err, o)
+		}
+	}
+	return dst
+}
+
+// TestPullSignedOverHTTP: Debian's ostree pulls a signed commit with a
+// signed summary from our repository over HTTP, and refuses it when the
+// summary signature is missing or by another key, or an object is altered.
+func TestPullSignedOverHTTP(t *testing.T) {
+	testenv.Tool(t, "ostree")
+	testenv.Tool(t, "gpg")
+	key, _ := GenerateKey("publisher", "p@example.org", time.Unix(1763800000, 0))
+	other, _ := GenerateKey("intruder", "i@example.org", time.Unix(1763800000, 0))
+	pub := writePub(t, key)
+	repo, c := testCommit(t)
+	if err := SignCommit(repo, c, key); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(signer *Key) {
+		t.Helper()
+		opts := ostree.SummaryOptions{LastModified: time.Unix(1763800000, 0)}
+		if signer != nil {
+			opts.Sign = func(b []byte) ([]byte, error) { return SignSummary(b, signer) }
+		}
+		if _, err := repo.UpdateSummary(opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := serve(t, repo.Path())
+	pull := func() (string, error) {
+		return ostreeOut("pull", "--repo="+client(t, srv.URL, pub), "origin", "test/x86_64")
+	}
+
+	publish(key)
+	if o, err := ostreeOut("summary", "--view", "--repo="+repo.Path()); err != nil || !strings.Contains(o, "* test/x86_64") || !strings.Contains(o, c.String()) {
+		t.Errorf("ostree summary --view: %v\n%s", err, o)
+	}
+	if o, err := pull(); err != nil {
+		t.Fatalf("pull of the signed repository failed: %v\n%s", err, o)
+	}
+	srv.mu.Lock()
+	gets := strings.Join(srv.gets, " ")
+	srv.mu.Unlock()
+	for _, want := range []string{"/summary.sig", "/summary", ".commitmeta"} {
+		if !strings.Contains(gets, want) {
+			t.Errorf("the client never fetched %s: %s", want, gets)
+		}
+	}
+
+	refused := func(what, want string) {
+		t.Helper()
+		o, err := pull()
+		if err == nil {
+			t.Errorf("pull %s succeeded:\n%s", what, o)
+			return
+		}
+		t.Logf("pull %s: %s", what, strings.TrimSpace(o))
+		if !strings.Contains(o, want) {
+			t.Errorf("pull %s failed without saying %q:\n%s", what, want, o)
+		}
+	}
+	publish(nil)
+	refused("without summary.sig", "summary.sig")
+	publish(other)
+	refused("with a summary signed by another key", "public key not found")
+	publish(key)
+	// One altered content object.
+	objs, _ := filepath.Glob(filepath.Join(repo.Path(), "objects", "*", "*.filez"))
+	if len(objs) == 0 {
+		t.Fatal("no content objects")
+	}
+	b, _ := os.ReadFile(objs[0])
+	b[len(b)-1] ^= 0xff
+	os.WriteFile(objs[0], b, 0o644)
+	refused("with an altered object", "content object")
+}
