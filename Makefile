@@ -56,6 +56,7 @@ bench:
 	bash scripts/bench-commit.sh
 	bash scripts/bench-build.sh
 	bash scripts/bench-image.sh
+	bash scripts/bench-delta.sh
 
 clean:
 	rm -rf bin

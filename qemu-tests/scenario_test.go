@@ -249,6 +249,17 @@ func buildRecipe(t *testing.T, name, v string) *testBuild {
 // the repository for the guest to pull from.
 func testDisk(t *testing.T, name, script, repo string) string {
 	t.Helper()
+	extra := map[string]string{}
+	if repo != "" {
+		extra["repo"] = repo
+	}
+	return testDiskWith(t, name, script, extra)
+}
+
+// testDiskWith makes the AOFTEST disk with run.sh and copies of the
+// given files or directories (name on the disk → path).
+func testDiskWith(t *testing.T, name, script string, extra map[string]string) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "content")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -257,8 +268,8 @@ func testDisk(t *testing.T, name, script, repo string) string {
 		t.Fatal(err)
 	}
 	size := "64M"
-	if repo != "" {
-		if o, err := exec.Command("cp", "-a", repo, filepath.Join(dir, "repo")).CombinedOutput(); err != nil {
+	for dst, src := range extra {
+		if o, err := exec.Command("cp", "-a", src, filepath.Join(dir, dst)).CombinedOutput(); err != nil {
 			t.Fatalf("cp: %v %s", err, o)
 		}
 		size = "2G"

@@ -1,6 +1,8 @@
 package qemutests
 
 import (
+	"context"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -8,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apt-ostree/apt-ostree-factory/delta"
 	"github.com/apt-ostree/apt-ostree-factory/diskimage"
+	"github.com/apt-ostree/apt-ostree-factory/ostree"
 )
 
 func perBoot() time.Duration { return TimeoutFromEnv(300 * time.Second) }
@@ -197,3 +201,46 @@ func TestScenarioBrokenBoot(t *testing.T) {
 }
 
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }
+
+// TestScenarioOfflineBundle: the USB-stick update. v1 boots with a disk
+// holding the v1→v2 bundle, imports it with `ostree static-delta
+// apply-offline`, deploys v2 and reboots into it.
+func TestScenarioOfflineBundle(t *testing.T) {
+	needScenarios(t)
+	v1 := build(t, "v1")
+	v2 := build(t, "v2")
+	repo, err := ostree.Open(v2.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := ostree.ParseChecksum(v1.commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, _ := ostree.ParseChecksum(v2.commit)
+	dir := filepath.Join(t.TempDir(), "bundle")
+	os.MkdirAll(dir, 0o755)
+	bundle := filepath.Join(dir, "update.delta")
+	res, err := delta.WriteBundle(context.Background(), repo, &from, to, bundle, delta.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bundle v1→v2: %.1f MB", float64(res.CompressedSize)/1e6)
+	script := phaseScript(
+		`ostree static-delta apply-offline /run/aoftest/update.delta; fact APPLY_RC $?
+ostree admin deploy --os=debian `+v2.commit+`; fact DEPLOY_RC $?
+next`,
+		`fact HELLO "$(hello 2>&1)"`,
+	)
+	disk := testDiskWith(t, "offline", script, map[string]string{"update.delta": bundle})
+	out, err := guest(t, "offline-bundle", v1.image, disk, v1.kernel, 2, perBoot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := parseFacts(out.Console)
+	f.checkHealthy(t, 0, v1.commit)
+	f.expect(t, "P0-APPLY_RC", "0")
+	f.expect(t, "P0-DEPLOY_RC", "0")
+	f.checkHealthy(t, 1, v2.commit)
+	f.expect(t, "P1-HELLO", "Hello, world!")
+}

@@ -24,6 +24,8 @@ type command struct {
 var commands = []command{
 	{"build", "build a recipe into a bootable OSTree commit and its disk images (resolve, fetch, unpack, configure, commit, image)", runBuild},
 	{"sign", "add OpenPGP signatures (ostree.gpgsigs) to a commit", runSign},
+	{"delta", "generate a static delta (`delta generate`), or an offline update bundle", runDelta},
+	{"publish", "make a repository's state visible: deltas, delta indexes, signed summary, pruning", runPublish},
 	{"image", "write a recipe's disk images (raw, qcow2) from a commit already in a repository", runImage},
 	{"commit", "commit a directory to an OSTree repository (like `ostree commit`)", runCommit},
 	{"ls", "list a path of a commit", runLs},
@@ -36,17 +38,12 @@ var commands = []command{
 	{"fetch", "download a recipe's or lock file's .debs into the verified cache", runFetch},
 }
 
-// notYet lists subcommands that are planned but not implemented, so the
-// help does not pretend they work.
-var notYet = []string{"delta", "publish"}
-
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: apt-ostree-factory COMMAND [OPTIONS] [ARGS]\n\nCommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nNot implemented yet: %s.\n", strings.Join(notYet, ", "))
-	fmt.Fprintf(w, "Run 'apt-ostree-factory COMMAND --help' for a command's options.\n")
+	fmt.Fprintf(w, "\nRun 'apt-ostree-factory COMMAND --help' for a command's options.\n")
 }
 
 // exitError carries a specific exit status (e.g. fsck found problems).
@@ -94,12 +91,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 1
-	}
-	for _, n := range notYet {
-		if n == args[0] {
-			fmt.Fprintf(stderr, "apt-ostree-factory: %q is not implemented yet\n", n)
-			return 2
-		}
 	}
 	fmt.Fprintf(stderr, "apt-ostree-factory: unknown command %q\n\n", args[0])
 	usage(stderr)

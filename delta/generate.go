@@ -1,0 +1,551 @@
+package delta
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apt-ostree/apt-ostree-factory/ostree"
+	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
+)
+
+const (
+	// DefaultMaxChunkSize is ostree's default max-chunk-size: 32 MB
+	// (32×1000×1000 bytes) of uncompressed object data per part.
+	DefaultMaxChunkSize = 32 * 1000 * 1000
+	// DefaultMinFallbackSize is ostree's default min-fallback-size: new
+	// regular files larger than 4 MB (4×1000×1000 bytes) are left out of the
+	// parts and fetched as loose objects.
+	DefaultMinFallbackSize = 4 * 1000 * 1000
+)
+
+// Options control delta generation.
+type Options struct {
+	// MaxChunkSize is the uncompressed object data per part; 0 means
+	// DefaultMaxChunkSize. An object larger than this gets a part of its own.
+	MaxChunkSize int64
+	// MinFallbackSize: new regular files larger than this become fallback
+	// objects (fetched individually by clients). 0 means no fallbacks; use
+	// DefaultMinFallbackSize (or DefaultOptions) for ostree's default.
+	// Ignored (no fallbacks) when Inline is set.
+	MinFallbackSize int64
+	// Inline puts the parts inside the superblock's metadata, making the
+	// superblock a self-contained file.
+	Inline bool
+	// Metadata is user metadata placed first in the superblock's a{sv}.
+	Metadata ostree.Metadata
+	// Time is the superblock's generation time (default now).
+	Time time.Time
+	// Workers bounds parallel part compression and object reads; 0 means
+	// GOMAXPROCS.
+	Workers int
+}
+
+// DefaultOptions returns the options `ostree static-delta generate` uses by
+// default (32 MB parts, 4 MB fallback threshold).
+func DefaultOptions() Options {
+	return Options{MaxChunkSize: DefaultMaxChunkSize, MinFallbackSize: DefaultMinFallbackSize}
+}
+
+// Result describes a generated delta.
+type Result struct {
+	// Name is the delta's directory name without the fan-out slash:
+	// "<mb64 from>-<mb64 to>", or "<mb64 to>" from scratch.
+	Name string
+	// ID is the name ostree's CLI and summaries use: "FROMHEX-TOHEX" or "TOHEX".
+	ID string
+	// Dir is the directory holding superblock and parts (for a bundle: the
+	// directory of the bundle file).
+	Dir string
+	// Path is the superblock (or bundle) file.
+	Path      string
+	Parts     int
+	Fallbacks int
+	// Objects is the number of objects carried in the parts.
+	Objects int
+	// CompressedSize and UncompressedSize sum the parts' header sizes.
+	CompressedSize, UncompressedSize int64
+	// SuperblockSHA256 is the SHA-256 of the superblock file, as summaries
+	// and delta indexes list it.
+	SuperblockSHA256 ostree.Checksum
+}
+
+// mb64 is OSTree's "modified base64" of a checksum.
+func mb64(c ostree.Checksum) string {
+	s := base64.StdEncoding.EncodeToString(c[:])
+	return strings.ReplaceAll(strings.TrimRight(s, "="), "/", "_")
+}
+
+// relDir is the delta's directory relative to the repository, with '/'
+// separators ("deltas/XX/rest"), also used as the key prefix in superblocks.
+func relDir(from *ostree.Checksum, to ostree.Checksum) string {
+	t := mb64(to)
+	if from == nil {
+		return "deltas/" + t[:2] + "/" + t[2:]
+	}
+	f := mb64(*from)
+	return "deltas/" + f[:2] + "/" + f[2:] + "-" + t
+}
+
+func deltaNames(from *ostree.Checksum, to ostree.Checksum) (name, id string) {
+	if from == nil {
+		return mb64(to), to.String()
+	}
+	return mb64(*from) + "-" + mb64(to), from.String() + "-" + to.String()
+}
+
+func (o *Options) fill() {
+	if o.MaxChunkSize <= 0 {
+		o.MaxChunkSize = DefaultMaxChunkSize
+	}
+	if o.MinFallbackSize < 0 || o.Inline {
+		o.MinFallbackSize = 0
+	}
+	if o.Time.IsZero() {
+		o.Time = time.Now()
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+}
+
+// Generate writes repo/deltas/<path>/{superblock,0,1,...} for from→to
+// (from == nil: from scratch). Files are written to temporary names and
+// renamed into place, superblock last; an existing superblock for the same
+// delta is removed first so that clients never pair it with new parts.
+func Generate(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum, to ostree.Checksum, opts Options) (*Result, error) {
+	opts.fill()
+	rel := relDir(from, to)
+	dir := filepath.Join(repo.Path(), filepath.FromSlash(rel))
+	if err := os.MkdirAll(dir, 0o775); err != nil {
+		return nil, err
+	}
+	g, err := newGenerator(ctx, repo, from, to, opts)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := g.compressParts(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer removeParts(parts)
+	sbPath := filepath.Join(dir, "superblock")
+	if err := os.Remove(sbPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if !opts.Inline {
+		for i, p := range parts {
+			if err := os.Rename(p.path, filepath.Join(dir, strconv.Itoa(i))); err != nil {
+				return nil, err
+			}
+			p.path = ""
+		}
+	}
+	res, err := g.writeSuperblock(dir, sbPath, parts)
+	if err != nil {
+		return nil, err
+	}
+	removeStaleParts(dir, len(parts), opts.Inline)
+	syncDir(dir)
+	return res, nil
+}
+
+// WriteBundle writes one self-contained file at path (inline parts, no
+// fallbacks, the to-commit's detached metadata included as ostree does)
+// that `ostree static-delta apply-offline` accepts.
+func WriteBundle(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum, to ostree.Checksum, path string, opts Options) (*Result, error) {
+	opts.Inline = true
+	opts.MinFallbackSize = 0
+	opts.fill()
+	dir := filepath.Dir(path)
+	g, err := newGenerator(ctx, repo, from, to, opts)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := g.compressParts(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer removeParts(parts)
+	res, err := g.writeSuperblock(dir, path, parts)
+	if err != nil {
+		return nil, err
+	}
+	syncDir(dir)
+	return res, nil
+}
+
+func removeParts(parts []*partFile) {
+	for _, p := range parts {
+		if p != nil && p.path != "" {
+			os.Remove(p.path)
+		}
+	}
+}
+
+// removeStaleParts deletes part files beyond the new delta's last part
+// (left by an earlier generation with more parts), and all of them for an
+// inline delta.
+func removeStaleParts(dir string, n int, inline bool) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		i, err := strconv.Atoi(e.Name())
+		if err != nil || i < 0 || strconv.Itoa(i) != e.Name() {
+			continue
+		}
+		if inline || i >= n {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// object is one object to carry in a part.
+type object struct {
+	name ostree.ObjectName
+	meta []byte            // metadata objects: their bytes
+	hdr  ostree.FileHeader // content objects
+}
+
+// blobLen is the object's byte count in the part's payload blob.
+func (o *object) blobLen() uint64 {
+	switch {
+	case o.name.Type.IsMeta():
+		return uint64(len(o.meta))
+	case o.hdr.Mode&ostree.ModeTypeMask == ostree.ModeSymlink:
+		return uint64(len(o.hdr.Symlink))
+	}
+	return o.hdr.Size
+}
+
+type fallback struct {
+	name                     ostree.ObjectName
+	compressed, uncompressed uint64
+}
+
+type generator struct {
+	repo      *ostree.Repo
+	from      *ostree.Checksum
+	to        ostree.Checksum
+	opts      Options
+	rel       string
+	commit    []byte
+	parts     []*partPlan
+	fallbacks []fallback
+}
+
+func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum, to ostree.Checksum, opts Options) (*generator, error) {
+	g := &generator{repo: repo, from: from, to: to, opts: opts, rel: relDir(from, to)}
+	commit, err := repo.ReadMetadata(ostree.ObjectCommit, to)
+	if err != nil {
+		return nil, err
+	}
+	toCommit, err := ostree.DecodeCommit(commit)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", to, err)
+	}
+	g.commit = commit
+
+	old := map[ostree.ObjectName]bool{}
+	if from != nil {
+		fc, err := repo.ReadCommit(*from)
+		if err != nil {
+			return nil, fmt.Errorf("from commit: %w", err)
+		}
+		if err := reachable(ctx, repo, fc.RootTree, fc.RootMeta, old); err != nil {
+			return nil, fmt.Errorf("from commit %s: %w", *from, err)
+		}
+	}
+
+	// Walk the target, skipping subtrees the source has.
+	var metas []*object
+	var contents []ostree.Checksum
+	seen := map[ostree.ObjectName]bool{}
+	addMeta := func(c ostree.Checksum, t ostree.ObjectType) (bool, error) {
+		n := ostree.ObjectName{Checksum: c, Type: t}
+		if old[n] || seen[n] {
+			return false, nil
+		}
+		seen[n] = true
+		b, err := repo.ReadMetadata(t, c)
+		if err != nil {
+			return false, err
+		}
+		metas = append(metas, &object{name: n, meta: b})
+		return true, nil
+	}
+	var walk func(tree, meta ostree.Checksum) error
+	walk = func(tree, meta ostree.Checksum) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if _, err := addMeta(meta, ostree.ObjectDirMeta); err != nil {
+			return err
+		}
+		isNew, err := addMeta(tree, ostree.ObjectDirTree)
+		if err != nil || !isNew {
+			return err
+		}
+		dt, err := ostree.DecodeDirTree(metas[len(metas)-1].meta)
+		if err != nil {
+			return fmt.Errorf("object %s.dirtree: %w", tree, err)
+		}
+		for _, f := range dt.Files {
+			n := ostree.ObjectName{Checksum: f.Checksum, Type: ostree.ObjectFile}
+			if old[n] || seen[n] {
+				continue
+			}
+			seen[n] = true
+			contents = append(contents, f.Checksum)
+		}
+		for _, d := range dt.Dirs {
+			if err := walk(d.Tree, d.Meta); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(toCommit.RootTree, toCommit.RootMeta); err != nil {
+		return nil, err
+	}
+
+	hdrs, err := readHeaders(ctx, repo, contents, opts.Workers)
+	if err != nil {
+		return nil, err
+	}
+	var regular, symlinks []*object
+	for i, c := range contents {
+		o := &object{name: ostree.ObjectName{Checksum: c, Type: ostree.ObjectFile}, hdr: hdrs[i]}
+		if o.hdr.Mode&ostree.ModeTypeMask == ostree.ModeSymlink {
+			symlinks = append(symlinks, o)
+			continue
+		}
+		if opts.MinFallbackSize > 0 && o.hdr.Size > uint64(opts.MinFallbackSize) {
+			st, err := os.Stat(contentPath(repo, c))
+			if err != nil {
+				return nil, err
+			}
+			g.fallbacks = append(g.fallbacks, fallback{name: o.name, compressed: uint64(st.Size()), uncompressed: o.hdr.Size})
+			continue
+		}
+		regular = append(regular, o)
+	}
+
+	// Pack: metadata, regular files, symlinks; a new part starts when the
+	// next object would push a non-empty part's blob past MaxChunkSize.
+	cur := newPartPlan()
+	g.parts = append(g.parts, cur)
+	for _, list := range [][]*object{metas, regular, symlinks} {
+		for _, o := range list {
+			if len(cur.objects) > 0 && cur.blobLen+o.blobLen() > uint64(opts.MaxChunkSize) {
+				cur = newPartPlan()
+				g.parts = append(g.parts, cur)
+			}
+			if err := cur.add(o); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, p := range g.parts {
+		if err := p.finish(); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// contentPath is the archive-mode path of a content object.
+func contentPath(repo *ostree.Repo, c ostree.Checksum) string {
+	h := c.String()
+	return filepath.Join(repo.Path(), "objects", h[:2], h[2:]+".filez")
+}
+
+// reachable adds every dirtree, dirmeta and content object under a root.
+func reachable(ctx context.Context, repo *ostree.Repo, tree, meta ostree.Checksum, set map[ostree.ObjectName]bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	set[ostree.ObjectName{Checksum: meta, Type: ostree.ObjectDirMeta}] = true
+	tn := ostree.ObjectName{Checksum: tree, Type: ostree.ObjectDirTree}
+	if set[tn] {
+		return nil
+	}
+	set[tn] = true
+	dt, err := repo.ReadDirTree(tree)
+	if err != nil {
+		return err
+	}
+	for _, f := range dt.Files {
+		set[ostree.ObjectName{Checksum: f.Checksum, Type: ostree.ObjectFile}] = true
+	}
+	for _, d := range dt.Dirs {
+		if err := reachable(ctx, repo, d.Tree, d.Meta, set); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readHeaders reads the headers of content objects in parallel.
+func readHeaders(ctx context.Context, repo *ostree.Repo, sums []ostree.Checksum, workers int) ([]ostree.FileHeader, error) {
+	out := make([]ostree.FileHeader, len(sums))
+	errs := make([]error, workers)
+	var next int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(sums) {
+					return
+				}
+				if err := ctx.Err(); err != nil {
+					errs[w] = err
+					return
+				}
+				h, rc, err := repo.OpenContent(sums[i])
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				rc.Close()
+				out[i] = h
+			}
+		}(w)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// superblockEntry is one {sv} of the superblock metadata; inline parts are
+// taken from a file.
+type superblockEntry struct {
+	key   string
+	value gvariant.Variant
+	file  string
+	size  int64
+}
+
+var (
+	typePartHeaders = gvariant.MustParseType("a(uayttay)")
+	typeFallbacks   = gvariant.MustParseType("a(yaytt)")
+	typeSVEntry     = gvariant.MustParseType("{sv}")
+	typeMetaDict    = gvariant.MustParseType("a{sv}")
+)
+
+// writeSuperblock assembles the superblock at path (via a temporary file in
+// dir) and fills the result.
+func (g *generator) writeSuperblock(dir, path string, parts []*partFile) (*Result, error) {
+	var entries []superblockEntry
+	for _, e := range g.opts.Metadata {
+		entries = append(entries, superblockEntry{key: e.Key, value: e.Value})
+	}
+	entries = append(entries, superblockEntry{key: "ostree.endianness", value: gvariant.NewVariant("y", byte('l'))})
+	if g.opts.Inline {
+		for i, p := range parts {
+			entries = append(entries, superblockEntry{key: g.rel + "/" + strconv.Itoa(i), file: p.path, size: p.size})
+		}
+	}
+	cm, err := g.repo.ReadMetadata(ostree.ObjectCommitMeta, g.to)
+	switch {
+	case errors.Is(err, ostree.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		v, err := gvariant.Decode(typeMetaDict, cm)
+		if err != nil {
+			return nil, fmt.Errorf("object %s.commitmeta: %w", g.to, err)
+		}
+		entries = append(entries, superblockEntry{key: g.rel + "/commitmeta", value: gvariant.Variant{Type: typeMetaDict, Value: v}})
+	}
+
+	res := &Result{Dir: dir, Path: path, Parts: len(parts), Fallbacks: len(g.fallbacks)}
+	res.Name, res.ID = deltaNames(g.from, g.to)
+	headers := make([]any, len(parts))
+	for i, p := range parts {
+		plan := g.parts[i]
+		objs := make([]byte, 0, 33*len(plan.objects))
+		for _, o := range plan.objects {
+			objs = append(objs, byte(o.name.Type))
+			objs = append(objs, o.name.Checksum[:]...)
+		}
+		headers[i] = []any{uint32(0), p.sum[:], uint64(p.size), plan.uncompressed, objs}
+		res.Objects += len(plan.objects)
+		res.CompressedSize += p.size
+		res.UncompressedSize += int64(plan.uncompressed)
+	}
+	fbs := make([]any, len(g.fallbacks))
+	for i, f := range g.fallbacks {
+		fbs[i] = []any{byte(f.name.Type), f.name.Checksum[:], f.compressed, f.uncompressed}
+	}
+	hdrBytes, err := gvariant.Encode(typePartHeaders, headers)
+	if err != nil {
+		return nil, err
+	}
+	fbBytes, err := gvariant.Encode(typeFallbacks, fbs)
+	if err != nil {
+		return nil, err
+	}
+	var fromBytes []byte
+	if g.from != nil {
+		fromBytes = g.from[:]
+	}
+	r, err := superblockRope(entries, bits.ReverseBytes64(uint64(g.opts.Time.Unix())), fromBytes, g.to[:], g.commit, hdrBytes, fbBytes)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(dir, ".superblock-tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	tmp := f.Name()
+	h := sha256.New()
+	err = r.writeTo(f, h)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	h.Sum(res.SuperblockSHA256[:0])
+	return res, nil
+}

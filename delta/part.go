@@ -1,0 +1,426 @@
+package delta
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math/bits"
+	"os"
+	"os/exec"
+	"sort"
+	"sync"
+
+	"github.com/ulikunitz/xz"
+
+	"github.com/apt-ostree/apt-ostree-factory/ostree"
+	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
+)
+
+// Delta opcodes (§4.5).
+const (
+	opOpenSpliceAndClose = 'S'
+	opOpen               = 'o'
+	opWrite              = 'w'
+	opSetReadSource      = 'r'
+	opUnsetReadSource    = 'R'
+	opClose              = 'c'
+	opBspatch            = 'B'
+)
+
+var (
+	typeModeTable  = gvariant.MustParseType("a(uuu)")
+	typeXattrTable = gvariant.MustParseType("aa(ayay)")
+	typeXattrs     = gvariant.MustParseType("a(ayay)")
+)
+
+// xzCommand is the xz binary used to compress parts; when empty the pure-Go
+// encoder is used. Tests override it.
+var xzCommand = func() string {
+	p, err := exec.LookPath("xz")
+	if err != nil {
+		return ""
+	}
+	return p
+}()
+
+type modeKey struct{ uid, gid, mode uint32 }
+
+// partPlan is one part's content, decided before any content is read: the
+// opcodes only need object sizes, so the payload can be streamed.
+type partPlan struct {
+	objects      []*object
+	modes        []modeKey
+	modeIdx      map[modeKey]int
+	xattrs       [][]byte // each a serialised a(ayay)
+	xattrIdx     map[string]int
+	ops          []byte
+	blobLen      uint64
+	uncompressed uint64
+
+	modeTable, xattrTable []byte
+}
+
+func newPartPlan() *partPlan {
+	return &partPlan{modeIdx: map[modeKey]int{}, xattrIdx: map[string]int{}}
+}
+
+func xattrBytes(xs []ostree.Xattr) ([]byte, error) {
+	// Sorted by name, as in the content checksum header.
+	sorted := append([]ostree.Xattr(nil), xs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	list := make([]any, len(sorted))
+	for i, x := range sorted {
+		name := make([]byte, len(x.Name)+1)
+		copy(name, x.Name)
+		val := x.Value
+		if val == nil {
+			val = []byte{}
+		}
+		list[i] = []any{name, val}
+	}
+	return gvariant.Encode(typeXattrs, list)
+}
+
+func (p *partPlan) add(o *object) error {
+	p.objects = append(p.objects, o)
+	n := o.blobLen()
+	off := p.blobLen
+	p.blobLen += n
+	if o.name.Type.IsMeta() {
+		p.uncompressed += n
+		p.ops = append(p.ops, opOpenSpliceAndClose)
+		p.ops = binary.AppendUvarint(p.ops, n)
+		p.ops = binary.AppendUvarint(p.ops, off)
+		return nil
+	}
+	// As ostree: a symlink's size in its file info is 0.
+	p.uncompressed += o.hdr.Size
+	mk := modeKey{o.hdr.UID, o.hdr.GID, o.hdr.Mode}
+	mi, ok := p.modeIdx[mk]
+	if !ok {
+		mi = len(p.modes)
+		p.modeIdx[mk] = mi
+		p.modes = append(p.modes, mk)
+	}
+	xb, err := xattrBytes(o.hdr.Xattrs)
+	if err != nil {
+		return fmt.Errorf("object %s: %w", o.name, err)
+	}
+	xi, ok := p.xattrIdx[string(xb)]
+	if !ok {
+		xi = len(p.xattrs)
+		p.xattrIdx[string(xb)] = xi
+		p.xattrs = append(p.xattrs, xb)
+	}
+	p.ops = append(p.ops, opOpenSpliceAndClose)
+	p.ops = binary.AppendUvarint(p.ops, uint64(mi))
+	p.ops = binary.AppendUvarint(p.ops, uint64(xi))
+	p.ops = binary.AppendUvarint(p.ops, n)
+	p.ops = binary.AppendUvarint(p.ops, off)
+	return nil
+}
+
+func (p *partPlan) finish() error {
+	modes := make([]any, len(p.modes))
+	for i, m := range p.modes {
+		modes[i] = []any{bits.ReverseBytes32(m.uid), bits.ReverseBytes32(m.gid), bits.ReverseBytes32(m.mode)}
+	}
+	var err error
+	if p.modeTable, err = gvariant.Encode(typeModeTable, modes); err != nil {
+		return err
+	}
+	xl := make([]any, len(p.xattrs))
+	for i, x := range p.xattrs {
+		v, err := gvariant.Decode(typeXattrs, x)
+		if err != nil {
+			return err
+		}
+		xl[i] = v
+	}
+	p.xattrTable, err = gvariant.Encode(typeXattrTable, xl)
+	return err
+}
+
+// offsetWidth is GVariant's framing offset size for a container whose
+// content (without offsets) is body bytes and which stores n offsets.
+func offsetWidth(body uint64, n int) int {
+	switch {
+	case body+uint64(n) <= 0xff:
+		return 1
+	case body+2*uint64(n) <= 0xffff:
+		return 2
+	case body+4*uint64(n) <= 0xffffffff:
+		return 4
+	}
+	return 8
+}
+
+func appendOffset(b []byte, v uint64, w int) []byte {
+	for i := 0; i < w; i++ {
+		b = append(b, byte(v>>(8*i)))
+	}
+	return b
+}
+
+// payloadSize is the size of the serialised (a(uuu)aa(ayay)ayay).
+func (p *partPlan) payloadSize() uint64 {
+	body := uint64(len(p.modeTable)+len(p.xattrTable)) + p.blobLen + uint64(len(p.ops))
+	return body + uint64(3*offsetWidth(body, 3))
+}
+
+// writePayload streams the part's payload: mode table, xattr table, blob
+// (objects read from the repository, content verified against its
+// checksum), opcodes, framing offsets.
+func (p *partPlan) writePayload(ctx context.Context, repo *ostree.Repo, w io.Writer) error {
+	if _, err := w.Write(p.modeTable); err != nil {
+		return err
+	}
+	if _, err := w.Write(p.xattrTable); err != nil {
+		return err
+	}
+	for _, o := range p.objects {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch {
+		case o.name.Type.IsMeta():
+			if _, err := w.Write(o.meta); err != nil {
+				return err
+			}
+		case o.hdr.Mode&ostree.ModeTypeMask == ostree.ModeSymlink:
+			if _, err := io.WriteString(w, o.hdr.Symlink); err != nil {
+				return err
+			}
+		default:
+			if err := copyContent(repo, o, w); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := w.Write(p.ops); err != nil {
+		return err
+	}
+	modeEnd := uint64(len(p.modeTable))
+	xattrEnd := modeEnd + uint64(len(p.xattrTable))
+	blobEnd := xattrEnd + p.blobLen
+	body := blobEnd + uint64(len(p.ops))
+	wd := offsetWidth(body, 3)
+	var offs []byte
+	offs = appendOffset(offs, blobEnd, wd)
+	offs = appendOffset(offs, xattrEnd, wd)
+	offs = appendOffset(offs, modeEnd, wd)
+	_, err := w.Write(offs)
+	return err
+}
+
+func copyContent(repo *ostree.Repo, o *object, w io.Writer) error {
+	h, rc, err := repo.OpenContent(o.name.Checksum)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if h.Size != o.hdr.Size {
+		return fmt.Errorf("object %s changed size while generating the delta", o.name)
+	}
+	n, err := io.Copy(w, rc) // reads to EOF, where the checksum is verified
+	if err != nil {
+		return err
+	}
+	if uint64(n) != o.hdr.Size {
+		return fmt.Errorf("object %s: read %d bytes, expected %d", o.name, n, o.hdr.Size)
+	}
+	return nil
+}
+
+// partFile is a compressed part in a temporary file.
+type partFile struct {
+	path string
+	size int64
+	sum  ostree.Checksum
+}
+
+// compressParts compresses every planned part into temporary files in dir,
+// opts.Workers at a time; the result is in part order.
+func (g *generator) compressParts(ctx context.Context, dir string) ([]*partFile, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]*partFile, len(g.parts))
+	errs := make([]error, len(g.parts))
+	sem := make(chan struct{}, g.opts.Workers)
+	var wg sync.WaitGroup
+	for i := range g.parts {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			pf, err := compressPart(ctx, g.repo, g.parts[i], dir)
+			if err != nil {
+				errs[i] = fmt.Errorf("delta part %d: %w", i, err)
+				cancel()
+				return
+			}
+			out[i] = pf
+		}(i)
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		removeParts(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+type countingHash struct {
+	h hash.Hash
+	w io.Writer
+	n int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// compressPart writes 'x' followed by the xz-compressed payload (liblzma
+// preset 8, CRC64, as ostree) to a temporary file.
+func compressPart(ctx context.Context, repo *ostree.Repo, p *partPlan, dir string) (*partFile, error) {
+	f, err := os.CreateTemp(dir, ".part-tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	pf := &partFile{path: f.Name()}
+	fail := func(err error) (*partFile, error) {
+		f.Close()
+		os.Remove(pf.path)
+		return nil, err
+	}
+	bw := bufio.NewWriterSize(f, 256<<10)
+	out := &countingHash{h: sha256.New(), w: bw}
+	out.Write([]byte{'x'})
+	if xzCommand != "" {
+		err = compressCommand(ctx, repo, p, out)
+	} else {
+		err = compressGo(ctx, repo, p, out)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(pf.path)
+		return nil, err
+	}
+	pf.size = out.n
+	out.h.Sum(pf.sum[:0])
+	return pf, nil
+}
+
+func compressCommand(ctx context.Context, repo *ostree.Repo, p *partPlan, out io.Writer) error {
+	cmd := exec.CommandContext(ctx, xzCommand, "-z", "-c", "-q", "-8", "--check=crc64", "-T1")
+	cmd.Stdout = out
+	var stderr limitedBuffer
+	cmd.Stderr = &stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	werr := make(chan error, 1)
+	go func() {
+		bw := bufio.NewWriterSize(pipeWriter{stdin}, 256<<10)
+		err := p.writePayload(ctx, repo, bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		if cerr := stdin.Close(); err == nil && !errors.Is(cerr, os.ErrClosed) {
+			err = cerr
+		}
+		werr <- err
+	}()
+	waitErr := cmd.Wait()
+	writeErr := <-werr
+	var pe pipeError
+	switch {
+	case writeErr != nil && !errors.As(writeErr, &pe):
+		return writeErr // reading the objects failed
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case waitErr != nil:
+		return fmt.Errorf("xz: %v: %s", waitErr, stderr.String())
+	}
+	return writeErr
+}
+
+// pipeWriter marks errors writing to the compressor's stdin, to tell them
+// from errors reading objects.
+type pipeWriter struct{ w io.Writer }
+
+type pipeError struct{ err error }
+
+func (e pipeError) Error() string { return "write to xz: " + e.err.Error() }
+func (e pipeError) Unwrap() error { return e.err }
+
+func (p pipeWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	if err != nil {
+		err = pipeError{err}
+	}
+	return n, err
+}
+
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - len(l.b); room > 0 {
+		if len(p) < room {
+			room = len(p)
+		}
+		l.b = append(l.b, p[:room]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }
+
+func compressGo(ctx context.Context, repo *ostree.Repo, p *partPlan, out io.Writer) error {
+	zw, err := xz.WriterConfig{DictCap: 8 << 20, CheckSum: xz.CRC64}.NewWriter(out)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(zw, 256<<10)
+	if err := p.writePayload(ctx, repo, bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return zw.Close()
+}
