@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/apt-ostree-factory
 # Packages with concurrency run again under the race detector.
-RACE_PKGS := ./ostree/... ./apt/... ./builder/... ./diskimage/...
+RACE_PKGS := ./ostree/... ./apt/... ./builder/... ./diskimage/... ./delta/...
 
 .PHONY: all build deps lint test unit race fuzz fuzz-smoke qemu-test bench clean
 
