@@ -109,7 +109,26 @@ func TestPullSignedOverHTTP(t *testing.T) {
 	refused("without summary.sig", "summary.sig")
 	publish(other)
 	refused("with a summary signed by another key", "public key not found")
+	// The commit's own signature: removed, then made by another key.
+	metaPath := func() string {
+		h := c.String()
+		return filepath.Join(repo.Path(), "objects", h[:2], h[2:]+".commitmeta")
+	}()
+	goodMeta, err := os.ReadFile(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	publish(key)
+	os.Remove(metaPath)
+	refused("of a commit without signature", "no signatures found")
+	if err := SignCommit(repo, c, other); err != nil {
+		t.Fatal(err)
+	}
+	refused("of a commit signed by another key", "public key not found")
+	os.WriteFile(metaPath, goodMeta, 0o644)
+	if o, err := pull(); err != nil {
+		t.Fatalf("pull after restoring the signature: %v\n%s", err, o)
+	}
 	// One altered content object.
 	objs, _ := filepath.Glob(filepath.Join(repo.Path(), "objects", "*", "*.filez"))
 	if len(objs) == 0 {
