@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,33 +57,6 @@ func publishFixture(t *testing.T, n int, key *signing.Key) (*ostree.Repo, []ostr
 	return repo, commits
 }
 
-type logServer struct {
-	*httptest.Server
-	mu   sync.Mutex
-	gets []string
-}
-
-func (s *logServer) log() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.gets
-	s.gets = nil
-	return out
-}
-
-func serveRepo(t *testing.T, dir string) *logServer {
-	s := &logServer{}
-	fsrv := http.FileServer(http.Dir(dir))
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.gets = append(s.gets, r.URL.Path)
-		s.mu.Unlock()
-		fsrv.ServeHTTP(w, r)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
-
 func ostreeRun(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command("ostree", args...).CombinedOutput()
@@ -118,7 +88,7 @@ func TestPublishPullWithDeltas(t *testing.T) {
 	if len(res.Deltas) != 2 {
 		t.Fatalf("%d deltas, want v1→v2 and from scratch", len(res.Deltas))
 	}
-	srv := serveRepo(t, repo.Path())
+	srv := testenv.ServeDir(t, repo.Path())
 	client := filepath.Join(t.TempDir(), "client")
 	for _, args := range [][]string{
 		{"init", "--repo=" + client, "--mode=bare-user"},
@@ -133,14 +103,14 @@ func TestPublishPullWithDeltas(t *testing.T) {
 	if o, err := ostreeRun(t, "pull", "--repo="+client, "origin", commits[0].String()); err != nil {
 		t.Fatalf("pull v1: %v\n%s", err, o)
 	}
-	srv.log()
+	srv.Requests()
 	if o, err := ostreeRun(t, "pull", "--repo="+client, "--require-static-deltas", "origin", "test/x86_64"); err != nil {
 		t.Fatalf("update pull with --require-static-deltas: %v\n%s", err, o)
 	}
 	// The delta's superblock and part were fetched. (ostree 2022.7 may
 	// also fetch a few loose objects while it applies parts: it scans the
 	// new commit from the superblock before the parts are written.)
-	gets := srv.log()
+	gets := srv.Requests()
 	var superblock, part, loose int
 	for _, g := range gets {
 		switch {

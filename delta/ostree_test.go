@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -228,33 +225,11 @@ func TestBundleApplyOffline(t *testing.T) {
 	}
 }
 
-// requestLog records the paths an HTTP-served repository was asked for.
-type requestLog struct {
-	mu    sync.Mutex
-	paths []string
-}
-
-func (l *requestLog) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.paths
-	l.paths = nil
-	return p
-}
-
 // serveRepo serves a repository over HTTP, logging requests.
-func serveRepo(t testing.TB, dir string) (string, *requestLog) {
+func serveRepo(t testing.TB, dir string) (string, *testenv.FileServer) {
 	t.Helper()
-	log := &requestLog{}
-	fs := http.FileServer(http.Dir(dir))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		log.mu.Lock()
-		log.paths = append(log.paths, r.URL.Path)
-		log.mu.Unlock()
-		fs.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL, log
+	srv := testenv.ServeDir(t, dir)
+	return srv.URL, srv
 }
 
 // pullRequiringDeltas pulls origin:test into a new repository of the given
@@ -303,13 +278,13 @@ func TestPullUsesOurDeltas(t *testing.T) {
 					if remote == "file" {
 						u = "file://" + fx.path
 					}
-					log.take()
+					log.Requests()
 					dst, out, err := pullRequiringDeltas(t, bin, u, fx.path, mode, from)
 					if err != nil {
 						t.Fatalf("pull: %v\n%s", err, out)
 					}
 					if remote == "http" {
-						paths := log.take()
+						paths := log.Requests()
 						t.Logf("requests: %v", paths)
 						checkRequests(t, paths, fx.path, from, fx.v2)
 					}

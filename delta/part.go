@@ -12,7 +12,6 @@ import (
 	"math/bits"
 	"os"
 	"os/exec"
-	"sort"
 	"sync"
 
 	"github.com/ulikunitz/xz"
@@ -69,23 +68,6 @@ func newPartPlan() *partPlan {
 	return &partPlan{modeIdx: map[modeKey]int{}, xattrIdx: map[string]int{}}
 }
 
-func xattrBytes(xs []ostree.Xattr) ([]byte, error) {
-	// Sorted by name, as in the content checksum header.
-	sorted := append([]ostree.Xattr(nil), xs...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	list := make([]any, len(sorted))
-	for i, x := range sorted {
-		name := make([]byte, len(x.Name)+1)
-		copy(name, x.Name)
-		val := x.Value
-		if val == nil {
-			val = []byte{}
-		}
-		list[i] = []any{name, val}
-	}
-	return gvariant.Encode(typeXattrs, list)
-}
-
 func (p *partPlan) add(o *object) error {
 	p.objects = append(p.objects, o)
 	n := o.blobLen()
@@ -107,7 +89,7 @@ func (p *partPlan) add(o *object) error {
 		p.modeIdx[mk] = mi
 		p.modes = append(p.modes, mk)
 	}
-	xb, err := xattrBytes(o.hdr.Xattrs)
+	xb, err := ostree.EncodeXattrs(o.hdr.Xattrs)
 	if err != nil {
 		return fmt.Errorf("object %s: %w", o.name, err)
 	}

@@ -29,6 +29,7 @@ var (
 	typeFileHeader   = gvariant.MustParseType("(uuuusa(ayay))")
 	typeArchiveHdr   = gvariant.MustParseType("(tuuuusa(ayay))")
 	typeMetadataDict = gvariant.MustParseType("a{sv}")
+	typeXattrs       = gvariant.MustParseType("a(ayay)")
 )
 
 // Xattr is one extended attribute. Name is without the trailing NUL that
@@ -83,6 +84,16 @@ func xattrsValue(xs []Xattr) ([]any, error) {
 		v[i] = []any{name, val}
 	}
 	return v, nil
+}
+
+// EncodeXattrs serialises an xattr list (a(ayay), names NUL-terminated,
+// sorted by name) as content headers and static-delta parts carry it.
+func EncodeXattrs(xs []Xattr) ([]byte, error) {
+	v, err := xattrsValue(xs)
+	if err != nil {
+		return nil, err
+	}
+	return gvariant.Encode(typeXattrs, v)
 }
 
 func xattrsFromValue(v any) ([]Xattr, error) {

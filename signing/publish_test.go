@@ -1,38 +1,15 @@
 package signing
 
 import (
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 )
-
-// server serves a repository over HTTP on loopback and logs the paths.
-type server struct {
-	*httptest.Server
-	mu   sync.Mutex
-	gets []string
-}
-
-func serve(t *testing.T, dir string) *server {
-	s := &server{}
-	fsrv := http.FileServer(http.Dir(dir))
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.gets = append(s.gets, r.URL.Path)
-		s.mu.Unlock()
-		fsrv.ServeHTTP(w, r)
-	}))
-	t.Cleanup(s.Close)
-	return s
-}
 
 // client makes a repository with a verifying remote for url.
 func client(t *testing.T, url, pub string) string {
@@ -72,7 +49,7 @@ func TestPullSignedOverHTTP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := serve(t, repo.Path())
+	srv := testenv.ServeDir(t, repo.Path())
 	pull := func() (string, error) {
 		return ostreeOut("pull", "--repo="+client(t, srv.URL, pub), "origin", "test/x86_64")
 	}
@@ -84,9 +61,7 @@ func TestPullSignedOverHTTP(t *testing.T) {
 	if o, err := pull(); err != nil {
 		t.Fatalf("pull of the signed repository failed: %v\n%s", err, o)
 	}
-	srv.mu.Lock()
-	gets := strings.Join(srv.gets, " ")
-	srv.mu.Unlock()
+	gets := strings.Join(srv.Requests(), " ")
 	for _, want := range []string{"/summary.sig", "/summary", ".commitmeta"} {
 		if !strings.Contains(gets, want) {
 			t.Errorf("the client never fetched %s: %s", want, gets)
