@@ -43,7 +43,13 @@ wall() { # cmd...: prints the wall time in seconds
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
-size_of() { du -sb --apparent-size "$1" | awk '{ print $1 }'; }
+# Bytes a client downloads for the delta: parts and fallback objects, as
+# `ostree static-delta show` totals them (it reads our deltas too).
+size_of() {
+  local name
+  name=$(ostree static-delta list --repo="$repo" | head -n 1)
+  ostree static-delta show --repo="$repo" "$name" | sed -n 's/^Total Size: \([0-9]*\).*/\1/p'
+}
 
 log "building v1 and v2 (v2 adds hello, less, nano)"
 export SOURCE_DATE_EPOCH=1763800000
@@ -60,17 +66,17 @@ pair() { # label from-args...
   rm -rf "$repo/deltas"
   local ot os at as
   ot=$(wall ostree static-delta generate --repo="$repo" "$@" --to="$v2")
-  os=$(size_of "$repo/deltas")
+  os=$(size_of)
   rm -rf "$repo/deltas"
   local ours=()
   if [[ "$1" == --empty ]]; then ours=(--empty); else ours=(--from "${1#--from=}"); fi
   at=$(wall "$tmp/aof" delta generate --repo "$repo" "${ours[@]}" --to "$v2")
-  as=$(size_of "$repo/deltas")
+  as=$(size_of)
   rm -rf "$repo/deltas"
   local rt rs
   rt=$(awk -v a="$at" -v b="$ot" 'BEGIN { printf "%.3f", a / b }')
   rs=$(awk -v a="$as" -v b="$os" 'BEGIN { printf "%.3f", a / b }')
-  echo "  $label: ostree ${ot}s $((os / 1000)) kB; ours ${at}s $((as / 1000)) kB" >&2
+  echo "  $label: ostree ${ot}s $((os / 1000)) kB; ours ${at}s $((as / 1000)) kB (parts + fallback objects)" >&2
   echo "$rt $rs"
 }
 
