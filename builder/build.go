@@ -244,7 +244,11 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	}
 	var hook *HookRequest
 	if r.Kernel.Package != "" {
-		hook = &HookRequest{Initramfs: &InitramfsRequest{Modules: r.Kernel.Modules, MTime: epoch}}
+		// The initramfs carries no build time: its bytes depend on its
+		// content only, so an update that changes neither the kernel nor
+		// the initramfs content keeps the boot checksum (no new kernel
+		// directory in /boot, nothing for the delta to carry).
+		hook = &HookRequest{Initramfs: &InitramfsRequest{Modules: r.Kernel.Modules, MTime: 0}}
 	}
 	cres, err := Configure(ctx, repo, m.Root(), trees, ConfigureOptions{
 		Hostname: r.Hostname, SourceDateEpoch: epoch,
