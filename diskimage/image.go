@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -537,5 +536,3 @@ func hashFile(f *os.File) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
-
-var errNoSeek = errors.New("no SEEK_DATA")
