@@ -120,7 +120,8 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	}
 	// Signing keys are unlocked first: a wrong passphrase should not cost
 	// a whole build.
-	keys, err := signing.LoadKeys(r.Signing.GPGKeys, signing.Passphrase{File: r.Signing.PassphraseFile, Env: r.Signing.PassphraseEnv})
+	keys, err := signing.Keys{GPG: r.Signing.GPGKeys, Ed25519: r.Signing.Ed25519Keys,
+		Passphrase: signing.Passphrase{File: r.Signing.PassphraseFile, Env: r.Signing.PassphraseEnv}}.Load()
 	if err != nil {
 		return nil, fmt.Errorf("%s: signing: %w", r.Path, err)
 	}
@@ -351,7 +352,7 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		}
 		var fps []string
 		for _, k := range keys {
-			fps = append(fps, k.Fingerprint())
+			fps = append(fps, k.ID())
 		}
 		done("signed by %s", strings.Join(fps, ", "))
 	}

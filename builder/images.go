@@ -54,6 +54,13 @@ func WriteImages(ctx context.Context, o ImageOptions) ([]*diskimage.Result, erro
 			return nil, err
 		}
 	}
+	var edKeys []byte
+	if len(r.Signing.Ed25519Keys) > 0 {
+		var err error
+		if edKeys, err = signing.Ed25519PublicKeys(r.Signing.Ed25519Keys); err != nil {
+			return nil, err
+		}
+	}
 	var results []*diskimage.Result
 	for i, im := range r.Outputs.Images {
 		if len(want) > 0 && !want[im.Name] {
@@ -70,6 +77,7 @@ func WriteImages(ctx context.Context, o ImageOptions) ([]*diskimage.Result, erro
 				Repo: o.Repo, Commit: o.Commit, Branch: r.OSTree.Branch,
 				Remote: r.OSTree.Remote.Name, RemoteURL: r.OSTree.Remote.URL,
 				Stateroot: r.OSTree.Stateroot, TrustedKeys: trusted,
+				Ed25519Keys: edKeys, Ed25519Verify: r.Signing.Ed25519Verify,
 			},
 			OutputDir: out,
 			Log:       rep.Logf,

@@ -21,7 +21,7 @@ type PublishOptions struct {
 	// Branches to publish deltas for (default: every branch).
 	Branches []string
 	// Keys sign the summary (summary.sig); nil publishes it unsigned.
-	Keys []*signing.Key
+	Keys []signing.Signer
 	// Deltas generates, for each branch head, the static delta from its
 	// parent (when the parent is in the repository) and, with Scratch,
 	// from nothing; existing deltas are kept.

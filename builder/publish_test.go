@@ -81,7 +81,7 @@ func TestPublishPullWithDeltas(t *testing.T) {
 	os.WriteFile(pubFile, pub.Bytes(), 0o644)
 
 	repo, commits := publishFixture(t, 2, key)
-	res, err := Publish(context.Background(), PublishOptions{Repo: repo, Keys: []*signing.Key{key}, Deltas: true, Scratch: true, Now: time.Unix(1763900000, 0)})
+	res, err := Publish(context.Background(), PublishOptions{Repo: repo, Keys: []signing.Signer{key}, Deltas: true, Scratch: true, Now: time.Unix(1763900000, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}

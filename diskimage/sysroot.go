@@ -38,7 +38,13 @@ type Deployment struct {
 	// keyring is installed as REPO/<remote>.trustedkeys.gpg, where
 	// `ostree remote gpg-import` puts keys; without it gpg-verify=false.
 	TrustedKeys []byte
-	Stateroot   string
+	// Ed25519Keys are the Ed25519 public keys (base64, one per line) for
+	// the remote: installed as REPO/<remote>.ed25519 and named by
+	// verification-ed25519-file. Ed25519Verify sets sign-verify=true,
+	// which only an ostree built with Ed25519 support can honour.
+	Ed25519Keys   []byte
+	Ed25519Verify bool
+	Stateroot     string
 	// KernelArgs are the boot entry's options before ostree=.
 	KernelArgs []string
 	// Fstab becomes the deployment's /etc/fstab (a local file in /etc:
@@ -203,6 +209,18 @@ func (s *Sysroot) seedRepo(d Deployment, w *commitWalker, cm *ostree.Commit) err
 		if verify {
 			if err := root.Add(repo+"/"+d.Remote+".trustedkeys.gpg", Bytes(0o644, d.TrustedKeys, t)); err != nil {
 				return err
+			}
+		}
+		if len(d.Ed25519Keys) > 0 {
+			// The path as the booted system sees it (/ostree is the
+			// deployment's link to /sysroot/ostree).
+			name := repo + "/" + d.Remote + ".ed25519"
+			if err := root.Add(name, Bytes(0o644, d.Ed25519Keys, t)); err != nil {
+				return err
+			}
+			fmt.Fprintf(&cfg, "verification-ed25519-file=%s\n", name)
+			if d.Ed25519Verify {
+				cfg.WriteString("sign-verify=true\n")
 			}
 		}
 	}

@@ -114,3 +114,29 @@ func TestSeedTrustedKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestSeedEd25519Keys(t *testing.T) {
+	repo, c := fixtureCommit(t, "2025.2-1")
+	keys := []byte("c2lnbmluZy1rZXktb25lLXB1YmxpYy1ieXRlcy0zMg==\n")
+	for _, verify := range []bool{false, true} {
+		s, err := Seed(Deployment{Repo: repo, Commit: c, Branch: "testos/x86_64", Remote: "origin", RemoteURL: "http://example.com/repo",
+			Stateroot: "testos", Ed25519Keys: keys, Ed25519Verify: verify})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := s.Root.Lookup("/ostree/repo/config")
+		rc, _ := cfg.Open()
+		b := make([]byte, cfg.Size)
+		rc.Read(b)
+		want := "verification-ed25519-file=/ostree/repo/origin.ed25519\n"
+		if verify {
+			want += "sign-verify=true\n"
+		}
+		if !strings.Contains(string(b), "gpg-verify=false\n"+want) || strings.Contains(string(b), "sign-verify") != verify {
+			t.Errorf("config with verify=%v:\n%s", verify, b)
+		}
+		if f := s.Root.Lookup("/ostree/repo/origin.ed25519"); f == nil || f.Size != int64(len(keys)) {
+			t.Errorf("key file %+v", f)
+		}
+	}
+}

@@ -208,7 +208,21 @@ func buildRecipe(t *testing.T, name, v string) *testBuild {
 			t.Fatal(err)
 		}
 	}
-	text += "signing:\n  gpg-keys: [" + keyFile + "]\n"
+	// An Ed25519 key too: the image names its public key for the remote
+	// (Debian's ostree, built without Ed25519, must still upgrade).
+	edFile := filepath.Join(dir, "signing-key.ed25519")
+	if _, err := os.Stat(edFile); err != nil {
+		key, err := signing.GenerateEd25519Key()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		key.WriteSecret(&buf)
+		if err := os.WriteFile(edFile, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text += "signing:\n  gpg-keys: [" + keyFile + "]\n  ed25519-keys: [" + edFile + "]\n"
 	path := filepath.Join(dir, name+"-"+v+".yaml")
 	if err := os.WriteFile(path, []byte(text+agentScript), 0o644); err != nil {
 		t.Fatal(err)
@@ -327,7 +341,7 @@ func guest(t *testing.T, name, image, disk, probeKernel string, boots int, per t
 			prev = end
 		}
 	}
-	t.Logf("%s (%s): %s; total %v; console log %s", name, res.Accel, strings.Join(times, ", "), res.Took.Round(time.Second), log)
+	t.Logf("%s (%s, %d vCPU): %s; total %v; console log %s", name, res.Accel, res.CPUs, strings.Join(times, ", "), res.Took.Round(time.Second), log)
 	switch {
 	case res.Failed != "":
 		return res, fmt.Errorf("%s: the boot failed (%q on the console); serial log: %s\n%s", name, res.Failed, log, tail(res.Console, 40))

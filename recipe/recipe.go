@@ -180,13 +180,22 @@ type Remote struct {
 	URL string `yaml:"url"`
 }
 
-// Signing names the OpenPGP secret keys that sign every commit (detached
-// signatures in ostree.gpgsigs). Images then configure their remote with
+// Signing names the secret keys that sign every commit: OpenPGP keys
+// (detached signatures in ostree.gpgsigs) and Ed25519 keys
+// (ostree.sign.ed25519). Images then configure their remote with
 // gpg-verify=true and carry the public keys.
 type Signing struct {
 	// GPGKeys are secret key files (armored or binary; written relative to
 	// the recipe directory; resolved by Parse, which checks they exist).
 	GPGKeys []string `yaml:"gpg-keys"`
+	// Ed25519Keys are Ed25519 secret key files (ostree's base64 form or
+	// PKCS#8 PEM; resolved like GPGKeys).
+	Ed25519Keys []string `yaml:"ed25519-keys"`
+	// Ed25519Verify makes images verify the Ed25519 signatures too
+	// (sign-verify=true on the remote). Only for targets whose ostree is
+	// built with Ed25519 support: Debian's (2022.7, 2025.2) is not, and
+	// refuses every pull from such a remote.
+	Ed25519Verify bool `yaml:"ed25519-verify"`
 	// PassphraseFile is a file whose first line unlocks the keys.
 	PassphraseFile string `yaml:"passphrase-file"`
 	// PassphraseEnv names an environment variable holding the passphrase.

@@ -170,7 +170,7 @@ var (
 		"recipe.OSTree":      "a mapping (repository, branch, ...)",
 		"recipe.Remote":      "a mapping (name, url)",
 		"recipe.Outputs":     "a mapping (repository, images)",
-		"recipe.Signing":     "a mapping (gpg-keys, passphrase-file, passphrase-env)",
+		"recipe.Signing":     "a mapping (gpg-keys, ed25519-keys, ed25519-verify, passphrase-file, passphrase-env)",
 		"[]recipe.Image":     "a list of images",
 		"recipe.Image":       "an image (a mapping)",
 		"[]recipe.Partition": "a list of partitions",

@@ -243,6 +243,17 @@ func (v *validator) check(r *Recipe) error {
 			add([]any{"signing", "gpg-keys", i}, "signing.gpg-keys[%d] %s: not a regular file", i, sg.GPGKeys[i])
 		}
 	}
+	for i, k := range sg.Ed25519Keys {
+		sg.Ed25519Keys[i] = v.resolve(r.Dir, k)
+		if st, err := os.Stat(sg.Ed25519Keys[i]); err != nil {
+			add([]any{"signing", "ed25519-keys", i}, "signing.ed25519-keys[%d] %s", i, statMessage(err, sg.Ed25519Keys[i]))
+		} else if !st.Mode().IsRegular() {
+			add([]any{"signing", "ed25519-keys", i}, "signing.ed25519-keys[%d] %s: not a regular file", i, sg.Ed25519Keys[i])
+		}
+	}
+	if sg.Ed25519Verify && len(sg.Ed25519Keys) == 0 {
+		add([]any{"signing", "ed25519-verify"}, "signing.ed25519-verify without ed25519-keys")
+	}
 	if sg.PassphraseFile != "" {
 		sg.PassphraseFile = v.resolve(r.Dir, sg.PassphraseFile)
 		if _, err := os.Stat(sg.PassphraseFile); err != nil {

@@ -13,9 +13,6 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-
-	"github.com/apt-ostree/apt-ostree-factory/ostree"
-	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 )
 
 // GPGSigsKey is the detached-metadata key OSTree keeps OpenPGP signatures
@@ -99,6 +96,12 @@ func GenerateKey(name, email string, created time.Time) (*Key, error) {
 	return &Key{entity: e, Source: "generated"}, nil
 }
 
+// MetadataKey is where ostree keeps this key type's signatures.
+func (k *Key) MetadataKey() string { return GPGSigsKey }
+
+// ID names the key in messages: its fingerprint.
+func (k *Key) ID() string { return k.Fingerprint() }
+
 // Fingerprint is the key's fingerprint in upper-case hex.
 func (k *Key) Fingerprint() string {
 	return strings.ToUpper(fmt.Sprintf("%x", k.entity.PrimaryKey.Fingerprint))
@@ -140,35 +143,6 @@ func (k *Key) Sign(data []byte) ([]byte, error) {
 		return nil, fmt.Errorf("signing with %s: %w", k.Fingerprint(), err)
 	}
 	return buf.Bytes(), nil
-}
-
-// SignCommit adds a signature of the commit object to its detached
-// metadata (ostree.gpgsigs), keeping other signatures and keys. The commit
-// checksum does not change.
-func SignCommit(repo *ostree.Repo, commit ostree.Checksum, keys ...*Key) error {
-	data, err := repo.ReadMetadata(ostree.ObjectCommit, commit)
-	if err != nil {
-		return err
-	}
-	md, err := repo.ReadCommitMeta(commit)
-	if err != nil && !errors.Is(err, ostree.ErrNotFound) {
-		return err
-	}
-	var sigs [][]byte
-	if v, ok := md.Get(GPGSigsKey); ok {
-		if old, ok := v.Value.([][]byte); ok {
-			sigs = old
-		}
-	}
-	for _, k := range keys {
-		sig, err := k.Sign(data)
-		if err != nil {
-			return err
-		}
-		sigs = append(sigs, sig)
-	}
-	md.Set(GPGSigsKey, gvariant.NewVariant("aay", sigs))
-	return repo.WriteCommitMeta(commit, md)
 }
 
 // readEntities reads an armored or binary keyring.
@@ -214,18 +188,4 @@ func LoadKeys(paths []string, pass Passphrase) ([]*Key, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
-}
-
-// SignSummary returns summary.sig for a summary: {"ostree.gpgsigs": aay}
-// with one detached signature per key over the summary's bytes.
-func SignSummary(summary []byte, keys ...*Key) ([]byte, error) {
-	var sigs [][]byte
-	for _, k := range keys {
-		sig, err := k.Sign(summary)
-		if err != nil {
-			return nil, err
-		}
-		sigs = append(sigs, sig)
-	}
-	return ostree.EncodeMetadata(ostree.Metadata{{Key: GPGSigsKey, Value: gvariant.NewVariant("aay", sigs)}})
 }

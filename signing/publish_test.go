@@ -35,15 +35,18 @@ func TestPullSignedOverHTTP(t *testing.T) {
 	key, _ := GenerateKey("publisher", "p@example.org", time.Unix(1763800000, 0))
 	other, _ := GenerateKey("intruder", "i@example.org", time.Unix(1763800000, 0))
 	pub := writePub(t, key)
+	// An Ed25519 signature next to the OpenPGP one (for clients built
+	// with it) must not disturb Debian's ostree, which lacks the type.
+	ed, _ := GenerateEd25519Key()
 	repo, c := testCommit(t)
-	if err := SignCommit(repo, c, key); err != nil {
+	if err := SignCommit(repo, c, key, ed); err != nil {
 		t.Fatal(err)
 	}
-	publish := func(signer *Key) {
+	publish := func(signers ...Signer) {
 		t.Helper()
 		opts := ostree.SummaryOptions{LastModified: time.Unix(1763800000, 0)}
-		if signer != nil {
-			opts.Sign = func(b []byte) ([]byte, error) { return SignSummary(b, signer) }
+		if len(signers) > 0 {
+			opts.Sign = func(b []byte) ([]byte, error) { return SignSummary(b, signers...) }
 		}
 		if _, err := repo.UpdateSummary(opts); err != nil {
 			t.Fatal(err)
@@ -54,9 +57,20 @@ func TestPullSignedOverHTTP(t *testing.T) {
 		return ostreeOut("pull", "--repo="+client(t, srv.URL, pub), "origin", "test/x86_64")
 	}
 
-	publish(key)
+	publish(key, ed)
 	if o, err := ostreeOut("summary", "--view", "--repo="+repo.Path()); err != nil || !strings.Contains(o, "* test/x86_64") || !strings.Contains(o, c.String()) {
 		t.Errorf("ostree summary --view: %v\n%s", err, o)
+	}
+	summary, _ := os.ReadFile(filepath.Join(repo.Path(), "summary"))
+	sigFile, _ := os.ReadFile(filepath.Join(repo.Path(), "summary.sig"))
+	sigs, err := ostree.DecodeMetadata(sigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := sigs.Get(Ed25519SigsKey); !ok {
+		t.Errorf("summary.sig has no %s", Ed25519SigsKey)
+	} else if err := VerifyEd25519(summary, v.Value.([][]byte), []byte(ed.Public())); err != nil {
+		t.Errorf("summary.sig: %v", err)
 	}
 	if o, err := pull(); err != nil {
 		t.Fatalf("pull of the signed repository failed: %v\n%s", err, o)
@@ -80,7 +94,7 @@ func TestPullSignedOverHTTP(t *testing.T) {
 			t.Errorf("pull %s failed without saying %q:\n%s", what, want, o)
 		}
 	}
-	publish(nil)
+	publish()
 	refused("without summary.sig", "summary.sig")
 	publish(other)
 	refused("with a summary signed by another key", "public key not found")

@@ -15,11 +15,12 @@ import (
 )
 
 func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("publish", "--repo REPO [--branch B]... [--gpg-key FILE]... [--passphrase-file FILE | --passphrase-env VAR] [--no-deltas] [--scratch-deltas] [--retain N]", stderr)
+	fs := newFlags("publish", "--repo REPO [--branch B]... [--gpg-key FILE]... [--ed25519-key FILE]... [--passphrase-file FILE | --passphrase-env VAR] [--no-deltas] [--scratch-deltas] [--retain N]", stderr)
 	repoPath := fs.String("repo", "", "the archive repository devices pull from (required)")
-	var branches, keys multiFlag
+	var branches, keys, edKeys multiFlag
 	fs.Var(&branches, "branch", "publish deltas for this branch only (repeatable; default every branch)")
 	fs.Var(&keys, "gpg-key", "OpenPGP secret key that signs the summary (repeatable; default: the summary is not signed)")
+	fs.Var(&edKeys, "ed25519-key", "Ed25519 secret key that signs the summary too (repeatable)")
 	passFile := fs.String("passphrase-file", "", "file whose first line is the keys' passphrase")
 	passEnv := fs.String("passphrase-env", "", "environment variable holding the keys' passphrase")
 	noDeltas := fs.Bool("no-deltas", false, "do not generate static deltas from each head's parent")
@@ -34,7 +35,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *retain < 0 {
 		return &usageError{"--retain must be 0 or more"}
 	}
-	loaded, err := signing.LoadKeys(keys, signing.Passphrase{File: *passFile, Env: *passEnv})
+	loaded, err := signing.Keys{GPG: keys, Ed25519: edKeys, Passphrase: signing.Passphrase{File: *passFile, Env: *passEnv}}.Load()
 	if err != nil {
 		return err
 	}

@@ -9,20 +9,21 @@ import (
 )
 
 func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("sign", "--repo REPO --gpg-key FILE [--gpg-key FILE]... [--passphrase-file FILE | --passphrase-env VAR] REV", stderr)
+	fs := newFlags("sign", "--repo REPO (--gpg-key FILE | --ed25519-key FILE)... [--passphrase-file FILE | --passphrase-env VAR] REV", stderr)
 	repoPath := fs.String("repo", "", "OSTree repository holding the commit (required)")
-	var keys multiFlag
+	var keys, edKeys multiFlag
 	fs.Var(&keys, "gpg-key", "OpenPGP secret key file, armored or binary (repeatable)")
+	fs.Var(&edKeys, "ed25519-key", "Ed25519 secret key file: base64 of seed+public key (ostree's form) or PKCS#8 PEM (repeatable)")
 	passFile := fs.String("passphrase-file", "", "file whose first line is the keys' passphrase")
 	passEnv := fs.String("passphrase-env", "", "environment variable holding the keys' passphrase")
 	pos, err := parseArgs(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	if *repoPath == "" || len(keys) == 0 {
-		return &usageError{"--repo and at least one --gpg-key are required"}
+	if *repoPath == "" || len(keys)+len(edKeys) == 0 {
+		return &usageError{"--repo and at least one --gpg-key or --ed25519-key are required"}
 	}
-	loaded, err := signing.LoadKeys(keys, signing.Passphrase{File: *passFile, Env: *passEnv})
+	loaded, err := signing.Keys{GPG: keys, Ed25519: edKeys, Passphrase: signing.Passphrase{File: *passFile, Env: *passEnv}}.Load()
 	if err != nil {
 		return err
 	}
@@ -34,7 +35,7 @@ func runSign(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	for _, k := range loaded {
-		fmt.Fprintf(stderr, "signed %s with %s\n", c, k.Fingerprint())
+		fmt.Fprintf(stderr, "signed %s with %s\n", c, k.ID())
 	}
 	fmt.Fprintln(stdout, c)
 	return nil
