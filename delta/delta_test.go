@@ -67,7 +67,7 @@ func checkDelta(t *testing.T, fx *fixture, info *Info, from *ostree.Checksum, to
 			t.Errorf("part %d: %d of %d objects verified", i, p.Verified, len(p.Objects))
 		}
 		for _, op := range p.Ops {
-			if op != 'S' {
+			if !strings.ContainsRune("SroBcR", rune(op)) {
 				t.Errorf("part %d: opcode %q", i, op)
 			}
 		}
@@ -152,9 +152,17 @@ func TestGenerateAndShow(t *testing.T) {
 			if res.Dir != wantDir {
 				t.Errorf("dir %s, want %s", res.Dir, wantDir)
 			}
-			info, err := Show(res.Dir)
+			info, err := ShowSources(res.Dir, func(c ostree.Checksum) ([]byte, error) { return readAll(fx.repo, c) })
 			if err != nil {
 				t.Fatal(err)
+			}
+			patched := 0
+			for _, p := range info.Parts {
+				patched += p.Patched
+			}
+			// The fixture's changed.txt is a small edit of its v1 version.
+			if (patched > 0) != (tc.from != nil) {
+				t.Errorf("%d patched objects", patched)
 			}
 			minFallback := tc.opts.MinFallbackSize
 			if tc.opts.Inline {

@@ -28,6 +28,9 @@ const (
 	// regular files larger than 4 MB (4×1000×1000 bytes) are left out of the
 	// parts and fetched as loose objects.
 	DefaultMinFallbackSize = 4 * 1000 * 1000
+	// DefaultMaxBsdiffSize is ostree's max-bsdiff-size: 128 MB of old and
+	// new file together.
+	DefaultMaxBsdiffSize = 128 * 1000 * 1000
 )
 
 // Options control delta generation.
@@ -50,6 +53,16 @@ type Options struct {
 	// Workers bounds parallel part compression and object reads; 0 means
 	// GOMAXPROCS.
 	Workers int
+	// DisableBsdiff carries modified files whole. By default (as ostree) a
+	// regular file that replaces one of the same name and similar size is
+	// sent as a bsdiff patch against the old one when that saves space.
+	// Patched objects need a bare-family repository on the receiving side
+	// (ostree pulls deltas only into those; `apply-offline` into an
+	// archive repository needs this set).
+	DisableBsdiff bool
+	// MaxBsdiffSize bounds old+new size of a patched pair; 0 means
+	// DefaultMaxBsdiffSize.
+	MaxBsdiffSize int64
 }
 
 // DefaultOptions returns the options `ostree static-delta generate` uses by
@@ -72,8 +85,9 @@ type Result struct {
 	Path      string
 	Parts     int
 	Fallbacks int
-	// Objects is the number of objects carried in the parts.
-	Objects int
+	// Objects is the number of objects carried in the parts; Patched of
+	// them as bsdiff patches.
+	Objects, Patched int
 	// CompressedSize and UncompressedSize sum the parts' header sizes.
 	CompressedSize, UncompressedSize int64
 	// SuperblockSHA256 is the SHA-256 of the superblock file, as summaries
@@ -117,6 +131,9 @@ func (o *Options) fill() {
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.MaxBsdiffSize <= 0 {
+		o.MaxBsdiffSize = DefaultMaxBsdiffSize
 	}
 }
 
@@ -225,6 +242,9 @@ type object struct {
 	name ostree.ObjectName
 	meta []byte            // metadata objects: their bytes
 	hdr  ostree.FileHeader // content objects
+	// A patched content object: the bsdiff patch against source.
+	patch  []byte
+	source ostree.Checksum
 }
 
 // blobLen is the object's byte count in the part's payload blob.
@@ -232,6 +252,8 @@ func (o *object) blobLen() uint64 {
 	switch {
 	case o.name.Type.IsMeta():
 		return uint64(len(o.meta))
+	case o.patch != nil:
+		return uint64(len(o.source) + len(o.patch))
 	case o.hdr.Mode&ostree.ModeTypeMask == ostree.ModeSymlink:
 		return uint64(len(o.hdr.Symlink))
 	}
@@ -267,12 +289,18 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 	g.commit = commit
 
 	old := map[ostree.ObjectName]bool{}
+	// Files of the source commit by name, for patches.
+	var oldNames map[string][]ostree.Checksum
+	if from != nil && !opts.DisableBsdiff {
+		oldNames = map[string][]ostree.Checksum{}
+	}
+	newNames := map[ostree.Checksum]string{}
 	if from != nil {
 		fc, err := repo.ReadCommit(*from)
 		if err != nil {
 			return nil, fmt.Errorf("from commit: %w", err)
 		}
-		if err := reachable(ctx, repo, fc.RootTree, fc.RootMeta, old); err != nil {
+		if err := reachable(ctx, repo, fc.RootTree, fc.RootMeta, old, oldNames); err != nil {
 			return nil, fmt.Errorf("from commit %s: %w", *from, err)
 		}
 	}
@@ -317,6 +345,7 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 			}
 			seen[n] = true
 			contents = append(contents, f.Checksum)
+			newNames[f.Checksum] = f.Name
 		}
 		for _, d := range dt.Dirs {
 			if err := walk(d.Tree, d.Meta); err != nil {
@@ -334,8 +363,21 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 		return nil, err
 	}
 	var regular, symlinks []*object
+	var objs []*object
 	for i, c := range contents {
-		o := &object{name: ostree.ObjectName{Checksum: c, Type: ostree.ObjectFile}, hdr: hdrs[i]}
+		objs = append(objs, &object{name: ostree.ObjectName{Checksum: c, Type: ostree.ObjectFile}, hdr: hdrs[i]})
+	}
+	var patched []*object
+	if oldNames != nil {
+		if patched, err = g.patch(ctx, objs, newNames, oldNames); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range objs {
+		c := o.name.Checksum
+		if o.patch != nil {
+			continue
+		}
 		if o.hdr.Mode&ostree.ModeTypeMask == ostree.ModeSymlink {
 			symlinks = append(symlinks, o)
 			continue
@@ -351,11 +393,12 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 		regular = append(regular, o)
 	}
 
-	// Pack: metadata, regular files, symlinks; a new part starts when the
-	// next object would push a non-empty part's blob past MaxChunkSize.
+	// Pack: metadata, patched files, regular files, symlinks (ostree's
+	// order); a new part starts when the next object would push a
+	// non-empty part's blob past MaxChunkSize.
 	cur := newPartPlan()
 	g.parts = append(g.parts, cur)
-	for _, list := range [][]*object{metas, regular, symlinks} {
+	for _, list := range [][]*object{metas, patched, regular, symlinks} {
 		for _, o := range list {
 			if len(cur.objects) > 0 && cur.blobLen+o.blobLen() > uint64(opts.MaxChunkSize) {
 				cur = newPartPlan()
@@ -380,8 +423,9 @@ func contentPath(repo *ostree.Repo, c ostree.Checksum) string {
 	return filepath.Join(repo.Path(), "objects", h[:2], h[2:]+".filez")
 }
 
-// reachable adds every dirtree, dirmeta and content object under a root.
-func reachable(ctx context.Context, repo *ostree.Repo, tree, meta ostree.Checksum, set map[ostree.ObjectName]bool) error {
+// reachable adds every dirtree, dirmeta and content object under a root;
+// with names, also each file's checksum under its base name.
+func reachable(ctx context.Context, repo *ostree.Repo, tree, meta ostree.Checksum, set map[ostree.ObjectName]bool, names map[string][]ostree.Checksum) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -397,9 +441,12 @@ func reachable(ctx context.Context, repo *ostree.Repo, tree, meta ostree.Checksu
 	}
 	for _, f := range dt.Files {
 		set[ostree.ObjectName{Checksum: f.Checksum, Type: ostree.ObjectFile}] = true
+		if names != nil {
+			names[f.Name] = append(names[f.Name], f.Checksum)
+		}
 	}
 	for _, d := range dt.Dirs {
-		if err := reachable(ctx, repo, d.Tree, d.Meta, set); err != nil {
+		if err := reachable(ctx, repo, d.Tree, d.Meta, set, names); err != nil {
 			return err
 		}
 	}
@@ -495,6 +542,9 @@ func (g *generator) writeSuperblock(dir, path string, parts []*partFile) (*Resul
 		plan := g.parts[i]
 		objs := make([]byte, 0, 33*len(plan.objects))
 		for _, o := range plan.objects {
+			if o.patch != nil {
+				res.Patched++
+			}
 			objs = append(objs, byte(o.name.Type))
 			objs = append(objs, o.name.Checksum[:]...)
 		}

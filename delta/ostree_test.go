@@ -110,7 +110,7 @@ func TestOstreeShowParsesOurDeltas(t *testing.T) {
 			t.Errorf("timestamp not shown: %s", out)
 		}
 		for i := 0; i < res.Parts; i++ {
-			if !regexp.MustCompile(fmt.Sprintf(`PartPayloadOps%d: openspliceclose=\d+ open=0 write=0`, i)).MatchString(out) {
+			if !regexp.MustCompile(fmt.Sprintf(`PartPayloadOps%d: openspliceclose=\d+ open=\d+ write=0`, i)).MatchString(out) {
 				t.Errorf("part %d ops not shown: %s", i, out)
 			}
 		}
@@ -205,7 +205,9 @@ func TestBundleApplyOffline(t *testing.T) {
 					}
 					tmp := t.TempDir()
 					bundle := filepath.Join(tmp, "update.delta")
-					res, err := WriteBundle(ctx, fx.repo, from, fx.v2, bundle, Options{Time: fixedTime, MaxChunkSize: 1 << 20})
+					// ostree applies patches only into bare-family
+					// repositories (it aborts on an archive one).
+					res, err := WriteBundle(ctx, fx.repo, from, fx.v2, bundle, Options{Time: fixedTime, MaxChunkSize: 1 << 20, DisableBsdiff: mode == "archive"})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -99,6 +99,22 @@ func (p *partPlan) add(o *object) error {
 		p.xattrIdx[string(xb)] = xi
 		p.xattrs = append(p.xattrs, xb)
 	}
+	if o.patch != nil {
+		// set-read-source (the old object's checksum in the blob), open,
+		// bspatch (the patch after it), close, unset-read-source: ostree's
+		// sequence.
+		p.ops = append(p.ops, opSetReadSource)
+		p.ops = binary.AppendUvarint(p.ops, off)
+		p.ops = append(p.ops, opOpen)
+		p.ops = binary.AppendUvarint(p.ops, uint64(mi))
+		p.ops = binary.AppendUvarint(p.ops, uint64(xi))
+		p.ops = binary.AppendUvarint(p.ops, o.hdr.Size)
+		p.ops = append(p.ops, opBspatch)
+		p.ops = binary.AppendUvarint(p.ops, off+uint64(len(o.source)))
+		p.ops = binary.AppendUvarint(p.ops, uint64(len(o.patch)))
+		p.ops = append(p.ops, opClose, opUnsetReadSource)
+		return nil
+	}
 	p.ops = append(p.ops, opOpenSpliceAndClose)
 	p.ops = binary.AppendUvarint(p.ops, uint64(mi))
 	p.ops = binary.AppendUvarint(p.ops, uint64(xi))
@@ -172,6 +188,13 @@ func (p *partPlan) writePayload(ctx context.Context, repo *ostree.Repo, w io.Wri
 		switch {
 		case o.name.Type.IsMeta():
 			if _, err := w.Write(o.meta); err != nil {
+				return err
+			}
+		case o.patch != nil:
+			if _, err := w.Write(o.source[:]); err != nil {
+				return err
+			}
+			if _, err := w.Write(o.patch); err != nil {
 				return err
 			}
 		case o.hdr.Mode&ostree.ModeTypeMask == ostree.ModeSymlink:

@@ -60,9 +60,12 @@ type PartInfo struct {
 	XattrSets   int  // xattr table entries
 	BlobSize    int
 	Ops         []byte // opcode letters in order
-	// Verified counts objects written by open-splice-and-close operations
-	// whose bytes hash to their name.
+	// Verified counts objects whose bytes hash to their name: written by
+	// open-splice-and-close, or patched (bspatch) from a source object
+	// when ShowSources could read it.
 	Verified int
+	// Patched counts objects written by bspatch, verified or not.
+	Patched int
 }
 
 // FallbackInfo is an object clients fetch individually.
@@ -76,6 +79,13 @@ type FallbackInfo struct {
 // files next to the superblock), checks part checksums and replays their
 // operations, verifying each object written with open-splice-and-close.
 func Show(path string) (*Info, error) {
+	return ShowSources(path, nil)
+}
+
+// ShowSources is Show that also verifies patched objects, reading their
+// source objects' data with source (e.g. from the repository holding the
+// from-commit).
+func ShowSources(path string, source func(ostree.Checksum) ([]byte, error)) (*Info, error) {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		path = filepath.Join(path, "superblock")
 	}
@@ -108,7 +118,7 @@ func Show(path string) (*Info, error) {
 				return nil, fmt.Errorf("part %d: %d bytes, header says %d", i, len(raw), p.CompressedSize)
 			}
 		}
-		if err := decodePart(p, raw); err != nil {
+		if err := decodePart(p, raw, source); err != nil {
 			return nil, fmt.Errorf("part %d: %w", i, err)
 		}
 	}
@@ -222,7 +232,7 @@ func decodeSuperblock(data []byte) (*Info, map[int][]byte, error) {
 	return info, inline, nil
 }
 
-func decodePart(p *PartInfo, raw []byte) error {
+func decodePart(p *PartInfo, raw []byte, source func(ostree.Checksum) ([]byte, error)) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("empty part")
 	}
@@ -255,6 +265,31 @@ func decodePart(p *PartInfo, raw []byte) error {
 	p.Decoded = true
 
 	next := 0 // index of the object the next operation produces
+	header := func(obj ostree.ObjectName, mi, xi uint64) (ostree.FileHeader, error) {
+		if mi >= uint64(len(modes)) || xi >= uint64(len(xattrs)) {
+			return ostree.FileHeader{}, fmt.Errorf("object %s: mode/xattr index out of range", obj)
+		}
+		m := modes[mi].([]any)
+		h := ostree.FileHeader{FileMeta: ostree.FileMeta{
+			UID: bits.ReverseBytes32(m[0].(uint32)), GID: bits.ReverseBytes32(m[1].(uint32)), Mode: bits.ReverseBytes32(m[2].(uint32)),
+		}}
+		for _, x := range xattrs[xi].([]any) {
+			pair := x.([]any)
+			name := pair[0].([]byte)
+			if len(name) == 0 || name[len(name)-1] != 0 {
+				return h, fmt.Errorf("object %s: xattr name without NUL", obj)
+			}
+			h.Xattrs = append(h.Xattrs, ostree.Xattr{Name: string(name[:len(name)-1]), Value: pair[1].([]byte)})
+		}
+		return h, nil
+	}
+	// An object being written by open ... close.
+	var (
+		open      bool
+		openHdr   ostree.FileHeader
+		readSrc   *ostree.Checksum
+		openPatch []byte
+	)
 	arg := func() (uint64, error) {
 		x, n := binary.Uvarint(ops)
 		if n <= 0 {
@@ -305,24 +340,13 @@ func decodePart(p *PartInfo, raw []byte) error {
 					return err
 				}
 			}
-			if a[0] >= uint64(len(modes)) || a[1] >= uint64(len(xattrs)) {
-				return fmt.Errorf("object %s: mode/xattr index out of range", obj)
+			h, err := header(obj, a[0], a[1])
+			if err != nil {
+				return err
 			}
 			b, err := slice(a[3], a[2])
 			if err != nil {
 				return err
-			}
-			m := modes[a[0]].([]any)
-			h := ostree.FileHeader{FileMeta: ostree.FileMeta{
-				UID: bits.ReverseBytes32(m[0].(uint32)), GID: bits.ReverseBytes32(m[1].(uint32)), Mode: bits.ReverseBytes32(m[2].(uint32)),
-			}}
-			for _, x := range xattrs[a[1]].([]any) {
-				pair := x.([]any)
-				name := pair[0].([]byte)
-				if len(name) == 0 || name[len(name)-1] != 0 {
-					return fmt.Errorf("object %s: xattr name without NUL", obj)
-				}
-				h.Xattrs = append(h.Xattrs, ostree.Xattr{Name: string(name[:len(name)-1]), Value: pair[1].([]byte)})
 			}
 			var content io.Reader = bytes.NewReader(nil)
 			if h.Mode&ostree.ModeTypeMask == ostree.ModeSymlink {
@@ -340,24 +364,79 @@ func decodePart(p *PartInfo, raw []byte) error {
 			}
 			p.Verified++
 		case opOpen:
-			for i := 0; i < 3; i++ {
-				if _, err := arg(); err != nil {
+			var a [3]uint64
+			for i := range a {
+				if a[i], err = arg(); err != nil {
 					return err
 				}
 			}
-		case opWrite, opBspatch:
+			if open {
+				return fmt.Errorf("open while object %s is open", p.Objects[next])
+			}
+			if openHdr, err = header(p.Objects[next], a[0], a[1]); err != nil {
+				return err
+			}
+			openHdr.Size = a[2]
+			open, openPatch = true, nil
+		case opWrite:
 			for i := 0; i < 2; i++ {
 				if _, err := arg(); err != nil {
 					return err
 				}
 			}
-		case opSetReadSource:
-			if _, err := arg(); err != nil {
+		case opBspatch:
+			off, err := arg()
+			if err != nil {
 				return err
 			}
+			n, err := arg()
+			if err != nil {
+				return err
+			}
+			if !open || readSrc == nil {
+				return fmt.Errorf("bspatch without an open object and a read source")
+			}
+			if openPatch, err = slice(off, n); err != nil {
+				return err
+			}
+		case opSetReadSource:
+			off, err := arg()
+			if err != nil {
+				return err
+			}
+			b, err := slice(off, 32)
+			if err != nil {
+				return err
+			}
+			readSrc = new(ostree.Checksum)
+			copy(readSrc[:], b)
 		case opUnsetReadSource:
+			readSrc = nil
 		case opClose:
+			obj := p.Objects[next]
 			next++
+			if openPatch != nil {
+				p.Patched++
+				if source != nil {
+					old, err := source(*readSrc)
+					if err != nil {
+						return fmt.Errorf("object %s: patch source %s: %w", obj, readSrc, err)
+					}
+					b, ok := bspatch(old, openPatch, int(openHdr.Size))
+					if !ok {
+						return fmt.Errorf("object %s: the patch does not apply to %s", obj, readSrc)
+					}
+					got, err := ostree.ContentChecksum(openHdr, bytes.NewReader(b))
+					if err != nil {
+						return fmt.Errorf("object %s: %w", obj, err)
+					}
+					if got != obj.Checksum {
+						return fmt.Errorf("object %s: patched content hashes to %s", obj, got)
+					}
+					p.Verified++
+				}
+			}
+			open, openPatch, readSrc = false, nil, nil
 		default:
 			return fmt.Errorf("unknown opcode %q", op)
 		}

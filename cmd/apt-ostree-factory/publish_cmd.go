@@ -80,6 +80,7 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	toRev := fs.String("to", "", "the commit devices get (required)")
 	empty := fs.Bool("empty", false, "from nothing (a delta every device can apply)")
 	bundle := fs.String("bundle", "", "write one self-contained file for `ostree static-delta apply-offline` (USB updates) instead of into the repository")
+	noBsdiff := fs.Bool("no-bsdiff", false, "send modified files whole instead of as bsdiff patches (needed to apply the delta into an archive repository)")
 	if _, err := parseArgs(fs, args[1:], 0, 0); err != nil {
 		return err
 	}
@@ -115,15 +116,17 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	var res *delta.Result
 	if *bundle != "" {
-		res, err = delta.WriteBundle(ctx, repo, from, to, *bundle, delta.Options{})
+		res, err = delta.WriteBundle(ctx, repo, from, to, *bundle, delta.Options{DisableBsdiff: *noBsdiff})
 	} else {
-		res, err = delta.Generate(ctx, repo, from, to, delta.DefaultOptions())
+		opts := delta.DefaultOptions()
+		opts.DisableBsdiff = *noBsdiff
+		res, err = delta.Generate(ctx, repo, from, to, opts)
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "delta %s: %d objects in %d parts, %d fallbacks, %.1f MB (%.1f MB uncompressed)\n",
-		res.Name, res.Objects, res.Parts, res.Fallbacks, float64(res.CompressedSize)/1e6, float64(res.UncompressedSize)/1e6)
+	fmt.Fprintf(stderr, "delta %s: %d objects (%d as bsdiff patches) in %d parts, %d fallbacks, %.1f MB (%.1f MB uncompressed)\n",
+		res.Name, res.Objects, res.Patched, res.Parts, res.Fallbacks, float64(res.CompressedSize)/1e6, float64(res.UncompressedSize)/1e6)
 	if *bundle != "" {
 		fmt.Fprintln(stdout, *bundle)
 	} else {
