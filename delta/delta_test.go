@@ -58,7 +58,13 @@ func checkDelta(t *testing.T, fx *fixture, info *Info, from *ostree.Checksum, to
 		}
 	}
 	got := map[ostree.ObjectName]bool{}
-	stage := 0 // 0 metadata, 1 regular, 2 symlinks
+	stage := 0 // 0 metadata, 1 regular, 2 symlinks, 3 already-compressed files
+	var packed ostree.ObjectName
+	for n, e := range want {
+		if strings.HasSuffix(e.Path, ".gz") && e.Size >= packedMinSize {
+			packed = n
+		}
+	}
 	for i, p := range info.Parts {
 		if !p.Decoded {
 			t.Errorf("part %d not decoded", i)
@@ -86,6 +92,12 @@ func checkDelta(t *testing.T, fx *fixture, info *Info, from *ostree.Checksum, to
 				s = 1
 				if e.Meta.Mode&ostree.ModeTypeMask == ostree.ModeSymlink {
 					s = 2
+				}
+			}
+			if n == packed {
+				s = 3
+				if !p.Stored || len(p.Objects) != 1 {
+					t.Errorf("the compressed file %s is not alone in a stored part", e.Path)
 				}
 			}
 			if s < stage {
@@ -429,7 +441,7 @@ func TestRegenerateRemovesStaleParts(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	if strings.Join(names, ",") != "0,superblock" {
+	if strings.Join(names, ",") != "0,1,superblock" { // the second part: changelog.gz
 		t.Errorf("files after regeneration: %v", names)
 	}
 }

@@ -2,6 +2,7 @@ package delta
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"math/rand/v2"
 	"os"
@@ -122,7 +123,17 @@ func buildV2() *ostree.MemDir {
 	root.Dirs["home"].Files["notes"] = regFile(1000, 100, 0o640, text(6, 10))
 	root.Dirs["srv"] = ostree.NewMemDir(dirMeta(33, 33, 0o2775))
 	root.Dirs["srv"].Files["index.html"] = regFile(33, 33, 0o664, []byte("<html></html>\n"))
+	// A compressed file (as a changelog.gz or a .ko.xz): a stored part.
+	doc.Files["changelog.gz"] = regFile(0, 0, 0o644, gzipped(text(12, 3000)))
 	return root
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
 }
 
 func makeFixture(t testing.TB) *fixture {

@@ -133,7 +133,10 @@ func TestScratchMatchesOstreeCounts(t *testing.T) {
 	theirs := filepath.Join(t.TempDir(), "theirs")
 	copyTree(t, fx.path, theirs)
 	ostreeCmd(t, bin, "static-delta", "generate", "--repo="+theirs, "--empty", "--to="+fx.v2.String())
-	res, err := Generate(context.Background(), fx.repo, nil, fx.v2, DefaultOptions())
+	// As ostree: compressed files in the xz parts with the rest.
+	opts := DefaultOptions()
+	opts.CompressPacked = true
+	res, err := Generate(context.Background(), fx.repo, nil, fx.v2, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,9 @@ type partPlan struct {
 	ops          []byte
 	blobLen      uint64
 	uncompressed uint64
+	// stored parts hold already-compressed files: their xz stream
+	// stores the payload without compressing it (storeWriter).
+	stored bool
 
 	modeTable, xattrTable []byte
 }
@@ -320,7 +323,9 @@ func compressPart(ctx context.Context, repo *ostree.Repo, p *partPlan, dir strin
 	bw := bufio.NewWriterSize(f, 256<<10)
 	out := &countingHash{h: sha256.New(), w: bw}
 	out.Write([]byte{'x'})
-	if xzCommand != "" {
+	if p.stored {
+		err = storePayload(ctx, repo, p, out)
+	} else if xzCommand != "" {
 		err = compressCommand(ctx, repo, p, out)
 	} else {
 		err = compressGo(ctx, repo, p, out)
@@ -428,4 +433,15 @@ func compressGo(ctx context.Context, repo *ostree.Repo, p *partPlan, out io.Writ
 		return err
 	}
 	return zw.Close()
+}
+
+func storePayload(ctx context.Context, repo *ostree.Repo, p *partPlan, out io.Writer) error {
+	sw, err := newStoreWriter(out)
+	if err != nil {
+		return err
+	}
+	if err := p.writePayload(ctx, repo, sw); err != nil {
+		return err
+	}
+	return sw.Close()
 }

@@ -56,6 +56,9 @@ type PartInfo struct {
 	// then set.
 	Decoded     bool
 	Compression byte // 'x' or 0
+	// Stored: an xz part whose data is not compressed (uncompressed
+	// LZMA2 chunks only), as written for already-compressed files.
+	Stored bool
 	Modes       int  // mode table entries
 	XattrSets   int  // xattr table entries
 	BlobSize    int
@@ -249,6 +252,7 @@ func decodePart(p *PartInfo, raw []byte, source func(ostree.Checksum) ([]byte, e
 		if payload, err = io.ReadAll(r); err != nil {
 			return fmt.Errorf("xz: %w", err)
 		}
+		p.Stored = len(raw)-1 > len(payload)
 	default:
 		return fmt.Errorf("unknown compression %q", raw[0])
 	}

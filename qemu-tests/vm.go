@@ -24,8 +24,8 @@ type VM struct {
 	// TCG. Two vCPUs under multi-threaded TCG (QEMU 7.2) failed in CI: an
 	// "Oops: int3" while the kernel patched its own text (the other vCPU
 	// ran the stale breakpoint) and a machine that never came back from a
-	// guest reboot. One vCPU has neither and boots about as fast on a
-	// two-core host.
+	// guest reboot. One vCPU has neither; boots take about a fifth
+	// longer (make qemu-test: 17 min instead of 15 on two cores).
 	CPUs           int
 	Kernel, Initrd string
 	Append         string // kernel command line
