@@ -58,11 +58,11 @@ type PartInfo struct {
 	Compression byte // 'x' or 0
 	// Stored: an xz part whose data is not compressed (uncompressed
 	// LZMA2 chunks only), as written for already-compressed files.
-	Stored bool
-	Modes       int  // mode table entries
-	XattrSets   int  // xattr table entries
-	BlobSize    int
-	Ops         []byte // opcode letters in order
+	Stored    bool
+	Modes     int // mode table entries
+	XattrSets int // xattr table entries
+	BlobSize  int
+	Ops       []byte // opcode letters in order
 	// Verified counts objects whose bytes hash to their name: written by
 	// open-splice-and-close, or patched (bspatch) from a source object
 	// when ShowSources could read it.
