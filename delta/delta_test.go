@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/ulikunitz/xz"
 
+	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 )
@@ -508,5 +510,47 @@ func TestBundleShow(t *testing.T) {
 	ents, _ := os.ReadDir(filepath.Dir(p))
 	if len(ents) != 1 {
 		t.Errorf("%d files next to the bundle", len(ents))
+	}
+}
+
+func TestXZArgs(t *testing.T) {
+	p := &partPlan{blobLen: 10 << 20, x86Bytes: 2 << 20, threads: 2, level: 8}
+	got := strings.Join(p.xzArgs(), " ")
+	// payloadSize is the blob plus tables and offsets: just over 10 MiB,
+	// in two blocks of about 5 MiB with an 8 MiB dictionary.
+	for _, want := range []string{"--x86", "--lzma2=preset=8,dict=8388608", "-T2", "--block-size=5242886"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("xz %s: want %s", got, want)
+		}
+	}
+	p = &partPlan{blobLen: 100 << 10, x86Bytes: 1 << 10, threads: 2, level: 1}
+	got = strings.Join(p.xzArgs(), " ")
+	if strings.Contains(got, "--x86") || !strings.Contains(got, "-T1") || !strings.Contains(got, "preset=1,dict=131072") {
+		t.Errorf("small text part: xz %s", got)
+	}
+}
+
+// TestX86FilterUsed: the part holding the fixture's x86-64 program is
+// compressed with the x86 filter (xz --list shows it), and the Go xz
+// reader, the xz tool and ostree (TestPullUsesOurDeltas) decode it.
+func TestX86FilterUsed(t *testing.T) {
+	xzBin := testenv.Tool(t, "xz")
+	fx := makeFixture(t)
+	res, err := Generate(context.Background(), fx.repo, &fx.v1, fx.v2, Options{Time: fixedTime, MinFallbackSize: DefaultMinFallbackSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Show(res.Dir); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(res.Dir, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "part.xz")
+	os.WriteFile(f, raw[1:], 0o644)
+	out, err := exec.Command(xzBin, "--robot", "--list", "-vv", f).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--x86") {
+		t.Errorf("xz --list of part 0: %v\n%s", err, out)
 	}
 }

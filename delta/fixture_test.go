@@ -125,7 +125,22 @@ func buildV2() *ostree.MemDir {
 	root.Dirs["srv"].Files["index.html"] = regFile(33, 33, 0o664, []byte("<html></html>\n"))
 	// A compressed file (as a changelog.gz or a .ko.xz): a stored part.
 	doc.Files["changelog.gz"] = regFile(0, 0, 0o644, gzipped(text(12, 3000)))
+	// An x86-64 program: its part gets xz's x86 filter.
+	root.Dirs["usr"].Dirs["bin"].Files["prog"] = regFile(0, 0, 0o755, fakeELF(62, 200<<10))
 	return root
+}
+
+// fakeELF is an ELF header for machine followed by code-like bytes
+// (relative calls among text).
+func fakeELF(machine uint16, n int) []byte {
+	b := []byte("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00")
+	b = append(b, byte(machine), byte(machine>>8))
+	t := text(13, n/60)
+	for i := 0; len(b) < n; i++ {
+		b = append(b, 0xe8, byte(i), byte(i>>8), 0, 0)
+		b = append(b, t[(i*37)%(len(t)-40):][:40]...)
+	}
+	return b[:n]
 }
 
 func gzipped(b []byte) []byte {

@@ -49,6 +49,49 @@ var xzCommand = func() string {
 
 type modeKey struct{ uid, gid, mode uint32 }
 
+// ELF machines whose code xz's x86 filter makes more compressible.
+const (
+	elf386    = 3
+	elfX8664  = 62
+	x86Share  = 8 // the filter is used when x86 code is at least 1/x86Share of the blob
+	minBlock  = 1 << 20
+	maxDict   = 32 << 20
+	presetMax = 9
+)
+
+// xzArgs is the xz command line for a part: the x86 filter for parts of
+// mostly x86 code (every liblzma decodes it); LZMA2 at the part's
+// preset with a dictionary no larger than the input (xz -8 would
+// allocate 370 MB per process for a 32 MiB dictionary the part cannot
+// use); several threads (independent blocks) when there are fewer parts
+// than cores.
+func (p *partPlan) xzArgs() []string {
+	args := []string{"-z", "-c", "-q", "--check=crc64"}
+	if p.x86Bytes*x86Share >= p.blobLen && p.x86Bytes > 0 {
+		args = append(args, "--x86")
+	}
+	size := p.payloadSize()
+	threads := max(1, p.threads)
+	block := size
+	if threads > 1 {
+		block = max(minBlock, (size+uint64(threads)-1)/uint64(threads))
+		threads = int(min(uint64(threads), (size+block-1)/block))
+		if threads == 1 {
+			block = size
+		}
+	}
+	dict := uint64(4096)
+	for dict < block && dict < maxDict {
+		dict *= 2
+	}
+	level := min(max(p.level, 1), presetMax)
+	args = append(args, fmt.Sprintf("--lzma2=preset=%d,dict=%d", level, dict), fmt.Sprintf("-T%d", threads))
+	if threads > 1 {
+		args = append(args, fmt.Sprintf("--block-size=%d", block))
+	}
+	return args
+}
+
 // partPlan is one part's content, decided before any content is read: the
 // opcodes only need object sizes, so the payload can be streamed.
 type partPlan struct {
@@ -63,6 +106,10 @@ type partPlan struct {
 	// stored parts hold already-compressed files: their xz stream
 	// stores the payload without compressing it (storeWriter).
 	stored bool
+	// x86Bytes counts the blob bytes of x86 and x86-64 ELF files.
+	x86Bytes uint64
+	// threads and level tell xz how to compress the part.
+	threads, level int
 
 	modeTable, xattrTable []byte
 }
@@ -85,6 +132,9 @@ func (p *partPlan) add(o *object) error {
 	}
 	// As ostree: a symlink's size in its file info is 0.
 	p.uncompressed += o.hdr.Size
+	if o.patch == nil && (o.machine == elfX8664 || o.machine == elf386) {
+		p.x86Bytes += o.hdr.Size
+	}
 	mk := modeKey{o.hdr.UID, o.hdr.GID, o.hdr.Mode}
 	mi, ok := p.modeIdx[mk]
 	if !ok {
@@ -259,6 +309,21 @@ func (g *generator) compressParts(ctx context.Context, dir string) ([]*partFile,
 	defer cancel()
 	out := make([]*partFile, len(g.parts))
 	errs := make([]error, len(g.parts))
+	// Cores are shared among the parts xz compresses: with fewer parts
+	// than workers, each part is compressed in several threads.
+	xzParts := 0
+	for _, p := range g.parts {
+		if !p.stored {
+			xzParts++
+		}
+	}
+	for _, p := range g.parts {
+		p.level = g.opts.Level
+		p.threads = 1
+		if xzParts > 0 && xzParts < g.opts.Workers {
+			p.threads = g.opts.Workers / xzParts
+		}
+	}
 	sem := make(chan struct{}, g.opts.Workers)
 	var wg sync.WaitGroup
 	for i := range g.parts {
@@ -352,7 +417,7 @@ func compressPart(ctx context.Context, repo *ostree.Repo, p *partPlan, dir strin
 }
 
 func compressCommand(ctx context.Context, repo *ostree.Repo, p *partPlan, out io.Writer) error {
-	cmd := exec.CommandContext(ctx, xzCommand, "-z", "-c", "-q", "-8", "--check=crc64", "-T1")
+	cmd := exec.CommandContext(ctx, xzCommand, p.xzArgs()...)
 	cmd.Stdout = out
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr

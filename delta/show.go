@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"math/bits"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -245,12 +246,9 @@ func decodePart(p *PartInfo, raw []byte, source func(ostree.Checksum) ([]byte, e
 	case 0:
 		payload = raw[1:]
 	case 'x':
-		r, err := xz.NewReader(bytes.NewReader(raw[1:]))
-		if err != nil {
+		var err error
+		if payload, err = unxz(raw[1:]); err != nil {
 			return err
-		}
-		if payload, err = io.ReadAll(r); err != nil {
-			return fmt.Errorf("xz: %w", err)
 		}
 		p.Stored = len(raw)-1 > len(payload)
 	default:
@@ -449,4 +447,29 @@ func decodePart(p *PartInfo, raw []byte, source func(ostree.Checksum) ([]byte, e
 		return fmt.Errorf("operations produce %d objects, header lists %d", next, len(p.Objects))
 	}
 	return nil
+}
+
+// unxz decompresses a part: with the xz tool when there is one (parts of
+// x86 code use its x86 filter, which the Go reader lacks), else in Go.
+func unxz(b []byte) ([]byte, error) {
+	if xzCommand != "" {
+		cmd := exec.Command(xzCommand, "-d", "-c", "-q")
+		cmd.Stdin = bytes.NewReader(b)
+		var stderr limitedBuffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return nil, fmt.Errorf("xz -d: %v: %s", err, strings.TrimSpace(stderr.String()))
+		}
+		return out, nil
+	}
+	r, err := xz.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("xz: %w (parts with filters such as x86 need the xz tool)", err)
+	}
+	return out, nil
 }
