@@ -22,7 +22,7 @@ lint:
 
 # The full suite: lint, every test (oracle tools required, never skipped;
 # live-archive tests included), the race detector on concurrent packages,
-# and a short fuzz of the decoder.
+# and short fuzzes of the GVariant decoder and of bsdiff.
 test: deps lint unit race fuzz-smoke qemu-test
 
 # AOF_NETWORK_TESTS=1 runs the tests against the live Debian archive that apt
@@ -44,11 +44,13 @@ qemu-test: deps
 
 fuzz-smoke:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=15s ./ostree/gvariant
+	$(GO) test -run='^$$' -fuzz=FuzzBsdiff -fuzztime=15s ./delta
 
 # Longer fuzzing, for developers.
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=5m ./ostree/gvariant
 	$(GO) test -run='^$$' -fuzz=FuzzParseType -fuzztime=1m ./ostree/gvariant
+	$(GO) test -run='^$$' -fuzz=FuzzBsdiff -fuzztime=5m ./delta
 
 # Side-by-side benchmarks against the reference tools; prints ratios.
 bench:
