@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"pault.ag/go/debian/version"
+
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 )
@@ -288,6 +290,9 @@ type fallback struct {
 }
 
 type generator struct {
+	// arm64OK: the to-commit's liblzma (from its package manifest) and
+	// the xz tool have the ARM64 filter.
+	arm64OK   bool
 	repo      *ostree.Repo
 	from      *ostree.Checksum
 	to        ostree.Checksum
@@ -315,6 +320,7 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 		return nil, fmt.Errorf("commit %s: %w", to, err)
 	}
 	g.commit = commit
+	g.arm64OK = xzHasARM64() && liblzmaHasARM64(toCommit.Metadata)
 
 	old := map[ostree.ObjectName]bool{}
 	// Files of the source commit by name, for patches.
@@ -678,4 +684,29 @@ func (g *generator) writeSuperblock(dir, path string, parts []*partFile) (*Resul
 	}
 	h.Sum(res.SuperblockSHA256[:0])
 	return res, nil
+}
+
+// liblzmaHasARM64 reports whether a commit's package manifest
+// (apt-ostree.packages, a(sss) of name, version, architecture) lists a
+// liblzma5 of version 5.4 or later, whose decoder has the ARM64 filter.
+func liblzmaHasARM64(md ostree.Metadata) bool {
+	v, ok := md.Get("apt-ostree.packages")
+	if !ok {
+		return false
+	}
+	list, _ := v.Value.([]any)
+	for _, e := range list {
+		t, _ := e.([]any)
+		if len(t) != 3 {
+			continue
+		}
+		if name, _ := t[0].(string); name != "liblzma5" {
+			continue
+		}
+		s, _ := t[1].(string)
+		have, err1 := version.Parse(s)
+		want, err2 := version.Parse("5.4.0")
+		return err1 == nil && err2 == nil && version.Compare(have, want) >= 0
+	}
+	return false
 }

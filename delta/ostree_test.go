@@ -17,6 +17,7 @@ import (
 
 	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
+	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 )
 
 // ostreeCmd runs the real ostree and returns its stdout; failure is fatal.
@@ -568,4 +569,61 @@ func TestSizesVsOstreeHostTree(t *testing.T) {
 type readCloser struct {
 	io.Reader
 	io.Closer
+}
+
+// TestARM64Filter: a part of arm64 code gets xz's ARM64 filter when the
+// target's package manifest has liblzma5 >= 5.4 (and not otherwise), and
+// Debian's ostree imports such a bundle.
+func TestARM64Filter(t *testing.T) {
+	bin := testenv.Tool(t, "ostree")
+	xzBin := testenv.Tool(t, "xz")
+	if !xzHasARM64() {
+		t.Skip("xz has no ARM64 filter (xz < 5.4)")
+	}
+	for _, lzma := range []string{"5.4.1-1", "5.2.5-2.1"} {
+		t.Run(lzma, func(t *testing.T) {
+			repo, err := ostree.Init(filepath.Join(t.TempDir(), "repo"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := ostree.NewMemDir(dirMeta(0, 0, 0o755))
+			root.Files["prog"] = regFile(0, 0, 0o755, fakeELF(elfAArch64, 300<<10))
+			root.Files["notes"] = regFile(0, 0, 0o644, text(3, 100))
+			manifest := []any{[]any{"libc6", "2.41-12", "arm64"}, []any{"liblzma5", lzma, "arm64"}}
+			res, err := repo.CommitTree(context.Background(), root, ostree.CommitOptions{Branch: "test", Timestamp: fixedTime,
+				Metadata: ostree.Metadata{{Key: "apt-ostree.packages", Value: gvariant.NewVariant("a(sss)", manifest)}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bundle := filepath.Join(t.TempDir(), "b.delta")
+			if _, err := WriteBundle(context.Background(), repo, nil, res.Checksum, bundle, Options{Time: fixedTime}); err != nil {
+				t.Fatal(err)
+			}
+			info, err := Show(bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The inline part is the superblock entry's (yay): find the
+			// xz stream in the bundle and list its filters.
+			data, _ := os.ReadFile(bundle)
+			i := bytes.Index(data, []byte{0xfd, '7', 'z', 'X', 'Z', 0})
+			if i < 0 || len(info.Parts) != 1 {
+				t.Fatalf("no xz stream in the bundle (%d parts)", len(info.Parts))
+			}
+			end := i + int(info.Parts[0].CompressedSize) - 1
+			f := filepath.Join(t.TempDir(), "part.xz")
+			os.WriteFile(f, data[i:end], 0o644)
+			out, err := exec.Command(xzBin, "--robot", "--list", "-vv", f).CombinedOutput()
+			if err != nil {
+				t.Fatalf("xz --list: %v\n%s", err, out)
+			}
+			if want := lzma == "5.4.1-1"; strings.Contains(string(out), "--arm64") != want {
+				t.Errorf("liblzma5 %s: ARM64 filter used = %v, want %v\n%s", lzma, !want, want, out)
+			}
+			dst := filepath.Join(t.TempDir(), "dst")
+			initRepo(t, bin, dst, "bare-user")
+			ostreeCmd(t, bin, "static-delta", "apply-offline", "--repo="+dst, bundle)
+			ostreeCmd(t, bin, "fsck", "--repo="+dst)
+		})
+	}
 }

@@ -2,6 +2,7 @@ package delta
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -47,27 +48,42 @@ var xzCommand = func() string {
 	return p
 }()
 
+// xzHasARM64 reports whether the xz tool has the ARM64 filter (5.4).
+var xzHasARM64 = sync.OnceValue(func() bool {
+	if xzCommand == "" {
+		return false
+	}
+	out, _ := exec.Command(xzCommand, "--long-help").Output()
+	return bytes.Contains(out, []byte("--arm64"))
+})
+
 type modeKey struct{ uid, gid, mode uint32 }
 
-// ELF machines whose code xz's x86 filter makes more compressible.
+// ELF machines whose code xz's x86 or ARM64 filter makes more
+// compressible.
 const (
-	elf386    = 3
-	elfX8664  = 62
-	x86Share  = 8 // the filter is used when x86 code is at least 1/x86Share of the blob
-	minBlock  = 1 << 20
-	maxDict   = 32 << 20
-	presetMax = 9
+	elf386     = 3
+	elfX8664   = 62
+	elfAArch64 = 183
+	codeShare  = 8 // a filter is used when its code is at least 1/codeShare of the blob
+	minBlock   = 1 << 20
+	maxDict    = 32 << 20
+	presetMax  = 9
 )
 
 // xzArgs is the xz command line for a part: the x86 filter for parts of
-// mostly x86 code (every liblzma decodes it); LZMA2 at the part's
+// x86 code (every liblzma decodes it), the ARM64 filter for parts of
+// arm64 code when the receivers' liblzma has it (arm64OK); LZMA2 at the part's
 // preset with a dictionary no larger than the input (xz -8 would
 // allocate 370 MB per process for a 32 MiB dictionary the part cannot
 // use); several threads (independent blocks) when there are fewer parts
 // than cores.
 func (p *partPlan) xzArgs() []string {
 	args := []string{"-z", "-c", "-q", "--check=crc64"}
-	if p.x86Bytes*x86Share >= p.blobLen && p.x86Bytes > 0 {
+	switch {
+	case p.arm64OK && p.arm64Bytes > p.x86Bytes && p.arm64Bytes*codeShare >= p.blobLen:
+		args = append(args, "--arm64")
+	case p.x86Bytes > 0 && p.x86Bytes*codeShare >= p.blobLen:
 		args = append(args, "--x86")
 	}
 	size := p.payloadSize()
@@ -106,8 +122,10 @@ type partPlan struct {
 	// stored parts hold already-compressed files: their xz stream
 	// stores the payload without compressing it (storeWriter).
 	stored bool
-	// x86Bytes counts the blob bytes of x86 and x86-64 ELF files.
-	x86Bytes uint64
+	// x86Bytes and arm64Bytes count the blob bytes of x86 (32 and 64
+	// bit) and arm64 ELF files; arm64OK allows the ARM64 filter.
+	x86Bytes, arm64Bytes uint64
+	arm64OK              bool
 	// threads and level tell xz how to compress the part.
 	threads, level int
 
@@ -132,8 +150,13 @@ func (p *partPlan) add(o *object) error {
 	}
 	// As ostree: a symlink's size in its file info is 0.
 	p.uncompressed += o.hdr.Size
-	if o.patch == nil && (o.machine == elfX8664 || o.machine == elf386) {
-		p.x86Bytes += o.hdr.Size
+	if o.patch == nil {
+		switch o.machine {
+		case elfX8664, elf386:
+			p.x86Bytes += o.hdr.Size
+		case elfAArch64:
+			p.arm64Bytes += o.hdr.Size
+		}
 	}
 	mk := modeKey{o.hdr.UID, o.hdr.GID, o.hdr.Mode}
 	mi, ok := p.modeIdx[mk]
@@ -319,6 +342,7 @@ func (g *generator) compressParts(ctx context.Context, dir string) ([]*partFile,
 	}
 	for _, p := range g.parts {
 		p.level = g.opts.Level
+		p.arm64OK = g.arm64OK
 		p.threads = 1
 		if xzParts > 0 && xzParts < g.opts.Workers {
 			p.threads = g.opts.Workers / xzParts
