@@ -528,6 +528,40 @@ type peek struct {
 func readHeaders(ctx context.Context, repo *ostree.Repo, sums []ostree.Checksum, workers int) ([]ostree.FileHeader, []peek, error) {
 	out := make([]ostree.FileHeader, len(sums))
 	peeks := make([]peek, len(sums))
+	err := forEach(ctx, len(sums), workers, func(i int) error {
+		h, rc, err := repo.OpenContent(sums[i])
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		if h.Mode&ostree.ModeTypeMask == ostree.ModeRegular && h.Size >= 20 {
+			var head [20]byte
+			if n, _ := io.ReadFull(rc, head[:]); n == len(head) {
+				for _, m := range compressedMagic {
+					if bytes.HasPrefix(head[:], m) && h.Size >= packedMinSize {
+						peeks[i].packed = true
+					}
+				}
+				// ELF, little-endian: e_machine at 18.
+				if bytes.HasPrefix(head[:], []byte("\x7fELF")) && head[5] == 1 {
+					peeks[i].machine = uint16(head[18]) | uint16(head[19])<<8
+				}
+			}
+		}
+		out[i] = h
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, peeks, nil
+}
+
+// forEach calls f(0) ... f(n-1) on up to workers goroutines, stopping
+// at the first error or when ctx ends; it returns that error.
+func forEach(ctx context.Context, n, workers int, f func(i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errs := make([]error, workers)
 	var next int
 	var mu sync.Mutex
@@ -541,42 +575,26 @@ func readHeaders(ctx context.Context, repo *ostree.Repo, sums []ostree.Checksum,
 				i := next
 				next++
 				mu.Unlock()
-				if i >= len(sums) {
+				if i >= n {
 					return
 				}
 				if err := ctx.Err(); err != nil {
 					errs[w] = err
 					return
 				}
-				h, rc, err := repo.OpenContent(sums[i])
-				if err != nil {
+				if err := f(i); err != nil {
 					errs[w] = err
+					cancel()
 					return
 				}
-				if h.Mode&ostree.ModeTypeMask == ostree.ModeRegular && h.Size >= 20 {
-					var head [20]byte
-					if n, _ := io.ReadFull(rc, head[:]); n == len(head) {
-						for _, m := range compressedMagic {
-							if bytes.HasPrefix(head[:], m) && h.Size >= packedMinSize {
-								peeks[i].packed = true
-							}
-						}
-						// ELF, little-endian: e_machine at 18.
-						if bytes.HasPrefix(head[:], []byte("\x7fELF")) && head[5] == 1 {
-							peeks[i].machine = uint16(head[18]) | uint16(head[19])<<8
-						}
-					}
-				}
-				rc.Close()
-				out[i] = h
 			}
 		}(w)
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
+		return err
 	}
-	return out, peeks, nil
+	return ctx.Err()
 }
 
 // superblockEntry is one {sv} of the superblock metadata; inline parts are

@@ -3,12 +3,10 @@ package delta
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 )
@@ -115,32 +113,7 @@ func (g *generator) patch(ctx context.Context, objs []*object, newNames map[ostr
 		order[i] = i
 	}
 	sort.SliceStable(order, func(a, b int) bool { return pairs[order[a]].obj.hdr.Size > pairs[order[b]].obj.hdr.Size })
-	errs := make([]error, len(pairs))
-	var next int
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for w := 0; w < g.opts.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				k := next
-				next++
-				mu.Unlock()
-				if k >= len(order) || ctx.Err() != nil {
-					return
-				}
-				i := order[k]
-				errs[i] = g.patchOne(pairs[i])
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
+	if err := forEach(ctx, len(order), g.opts.Workers, func(k int) error { return g.patchOne(pairs[order[k]]) }); err != nil {
 		return nil, err
 	}
 	var out []*object
