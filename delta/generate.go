@@ -32,9 +32,11 @@ const (
 	// regular files larger than 4 MB (4×1000×1000 bytes) are left out of the
 	// parts and fetched as loose objects.
 	DefaultMinFallbackSize = 4 * 1000 * 1000
-	// DefaultMaxBsdiffSize is ostree's max-bsdiff-size: 128 MB of old and
-	// new file together.
-	DefaultMaxBsdiffSize = 128 * 1000 * 1000
+	// DefaultMaxBsdiffSize bounds old and new file together: 32 MB, a
+	// quarter of ostree's max-bsdiff-size, because the suffix array costs
+	// 16 bytes per byte of the old file while it is sorted (about 300 MB
+	// per worker at this bound).
+	DefaultMaxBsdiffSize = 32 * 1000 * 1000
 )
 
 // Options control delta generation.
