@@ -1,6 +1,7 @@
 package diskimage
 
 import (
+	"io"
 	"sort"
 	"strings"
 	"testing"
@@ -89,6 +90,25 @@ func TestSeparateVarPartition(t *testing.T) {
 	}
 }
 
+// repoConfig is the seeded /ostree/repo/config.
+func repoConfig(t *testing.T, s *Sysroot) []byte {
+	t.Helper()
+	cfg := s.Root.Lookup("/ostree/repo/config")
+	if cfg == nil {
+		t.Fatal("no /ostree/repo/config")
+	}
+	rc, err := cfg.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestSeedTrustedKeys(t *testing.T) {
 	repo, c := fixtureCommit(t, "2025.2-1")
 	keyring := []byte("binary keyring bytes")
@@ -101,10 +121,7 @@ func TestSeedTrustedKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := s.Root.Lookup("/ostree/repo/config")
-		rc, _ := cfg.Open()
-		b := make([]byte, cfg.Size)
-		rc.Read(b)
+		b := repoConfig(t, s)
 		if !strings.Contains(string(b), "[remote \"origin\"]\nurl=http://example.com/repo\n"+tc.verify+"\n") {
 			t.Errorf("config:\n%s", b)
 		}
@@ -124,10 +141,7 @@ func TestSeedEd25519Keys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg := s.Root.Lookup("/ostree/repo/config")
-		rc, _ := cfg.Open()
-		b := make([]byte, cfg.Size)
-		rc.Read(b)
+		b := repoConfig(t, s)
 		want := "verification-ed25519-file=/ostree/repo/origin.ed25519\n"
 		if verify {
 			want += "sign-verify=true\n"
