@@ -470,7 +470,7 @@ func commitMetadata(r *recipe.Recipe, lock *apt.Lock, kver string) ostree.Metada
 	}
 	md = append(md,
 		ostree.MetadataEntry{Key: "apt-ostree.lock-digest", Value: gvariant.NewVariant("s", lock.Digest())},
-		ostree.MetadataEntry{Key: "apt-ostree.packages", Value: gvariant.NewVariant("a(sss)", manifest)},
+		ostree.MetadataEntry{Key: ostree.PackagesKey, Value: gvariant.NewVariant("a(sss)", manifest)},
 		ostree.MetadataEntry{Key: "apt-ostree.recipe", Value: gvariant.NewVariant("s", r.Name)},
 	)
 	return md

@@ -435,37 +435,34 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 	}
 
 	// Pack: metadata, patched files, regular files, symlinks (ostree's
-	// order); a new part starts when the next object would push a
-	// non-empty part's blob past MaxChunkSize.
+	// order), then already-compressed files in parts stored as they are
+	// (xz would spend most of the time and gain next to nothing); a new
+	// part starts when the next object would push a non-empty part's blob
+	// past MaxChunkSize. The first part exists even when there is nothing
+	// to carry.
 	cur := newPartPlan()
 	g.parts = append(g.parts, cur)
-	for _, list := range [][]*object{metas, patched, regular, symlinks} {
-		for _, o := range list {
-			if len(cur.objects) > 0 && cur.blobLen+o.blobLen() > uint64(opts.MaxChunkSize) {
-				cur = newPartPlan()
-				g.parts = append(g.parts, cur)
-			}
-			if err := cur.add(o); err != nil {
-				return nil, err
+	pack := func(stored bool, lists ...[]*object) error {
+		for _, list := range lists {
+			for _, o := range list {
+				if cur == nil || len(cur.objects) > 0 && cur.blobLen+o.blobLen() > uint64(opts.MaxChunkSize) {
+					cur = newPartPlan()
+					cur.stored = stored
+					g.parts = append(g.parts, cur)
+				}
+				if err := cur.add(o); err != nil {
+					return err
+				}
 			}
 		}
+		return nil
 	}
-	// Already-compressed files last, in parts stored as they are: xz
-	// would spend most of the time and gain next to nothing.
-	if len(stored) > 0 {
-		cur = newPartPlan()
-		cur.stored = true
-		g.parts = append(g.parts, cur)
-		for _, o := range stored {
-			if len(cur.objects) > 0 && cur.blobLen+o.blobLen() > uint64(opts.MaxChunkSize) {
-				cur = newPartPlan()
-				cur.stored = true
-				g.parts = append(g.parts, cur)
-			}
-			if err := cur.add(o); err != nil {
-				return nil, err
-			}
-		}
+	if err := pack(false, metas, patched, regular, symlinks); err != nil {
+		return nil, err
+	}
+	cur = nil
+	if err := pack(true, stored); err != nil {
+		return nil, err
 	}
 	for _, p := range g.parts {
 		if err := p.finish(); err != nil {
@@ -706,27 +703,10 @@ func (g *generator) writeSuperblock(dir, path string, parts []*partFile) (*Resul
 	return res, nil
 }
 
-// liblzmaHasARM64 reports whether a commit's package manifest
-// (apt-ostree.packages, a(sss) of name, version, architecture) lists a
+// liblzmaHasARM64 reports whether a commit's package manifest lists a
 // liblzma5 of version 5.4 or later, whose decoder has the ARM64 filter.
 func liblzmaHasARM64(md ostree.Metadata) bool {
-	v, ok := md.Get("apt-ostree.packages")
-	if !ok {
-		return false
-	}
-	list, _ := v.Value.([]any)
-	for _, e := range list {
-		t, _ := e.([]any)
-		if len(t) != 3 {
-			continue
-		}
-		if name, _ := t[0].(string); name != "liblzma5" {
-			continue
-		}
-		s, _ := t[1].(string)
-		have, err1 := version.Parse(s)
-		want, err2 := version.Parse("5.4.0")
-		return err1 == nil && err2 == nil && version.Compare(have, want) >= 0
-	}
-	return false
+	have, err1 := version.Parse(md.PackageVersion("liblzma5"))
+	want, err2 := version.Parse("5.4.0")
+	return err1 == nil && err2 == nil && version.Compare(have, want) >= 0
 }

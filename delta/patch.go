@@ -96,7 +96,6 @@ func (g *generator) patch(ctx context.Context, objs []*object, newNames map[ostr
 			}
 			d := max(h.Size, o.hdr.Size) - min(h.Size, o.hdr.Size)
 			if best == nil || d < bestDiff {
-				c := c
 				best, bestDiff = &c, d
 			}
 		}

@@ -101,7 +101,7 @@ func Seed(d Deployment) (*Sysroot, error) {
 	}
 	t := cm.Timestamp.Unix()
 	s := &Sysroot{Time: t, EFI: map[string]*Inode{}}
-	s.OstreeVersion = packageVersion(cm.Metadata, "ostree", "libostree-1-1")
+	s.OstreeVersion = cm.Metadata.PackageVersion("ostree", "libostree-1-1")
 
 	// The commit's objects.
 	w := &commitWalker{repo: r, metaSeen: map[objKey]bool{}, content: map[ostree.Checksum]*Inode{}}
@@ -494,28 +494,6 @@ func prettyName(dep *Tree) string {
 		}
 	}
 	return "Linux"
-}
-
-// packageVersion is the version of the first of names in the commit's
-// apt-ostree.packages manifest.
-func packageVersion(md ostree.Metadata, names ...string) string {
-	v, ok := md.Get("apt-ostree.packages")
-	if !ok {
-		return ""
-	}
-	list, _ := v.Value.([]any)
-	for _, want := range names {
-		for _, e := range list {
-			t, _ := e.([]any)
-			if len(t) == 3 {
-				if n, _ := t[0].(string); n == want {
-					s, _ := t[1].(string)
-					return s
-				}
-			}
-		}
-	}
-	return ""
 }
 
 // versionLess compares a Debian package version with an upstream one.
