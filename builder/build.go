@@ -63,7 +63,13 @@ type BuildOptions struct {
 	// NoImages skips them.
 	OutputDir string
 	NoImages  bool
-	Report    Reporter
+	// Incremental keeps the configured tree in the cache directory and,
+	// when this build only adds packages to the last --incremental build
+	// of the branch, configures just those on it (see incremental.go).
+	// The result is what installing the new packages on the earlier
+	// image gives; it need not equal a from-scratch build of the lock.
+	Incremental bool
+	Report      Reporter
 }
 
 // StageTime is how long a stage took.
@@ -89,6 +95,10 @@ type BuildResult struct {
 	Stages        []StageTime
 	Warnings      []string
 }
+
+// IncrementalFromKey is the commit metadata key an incremental build sets
+// to the commit whose configured tree it was configured on.
+const IncrementalFromKey = "aof.incremental-from"
 
 // DefaultRepo is where builds go when neither the recipe nor the caller
 // names a repository.
@@ -117,6 +127,9 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	}
 	if opts.Recipe == nil {
 		return nil, errors.New("build: no recipe")
+	}
+	if opts.Incremental && opts.NoRef {
+		return nil, errors.New("build: an incremental build cannot be a reproducibility check")
 	}
 	// Signing keys are unlocked first: a wrong passphrase should not cost
 	// a whole build.
@@ -251,14 +264,53 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		// directory in /boot, nothing for the delta to carry).
 		hook = &HookRequest{Initramfs: &InitramfsRequest{Modules: r.Kernel.Modules, MTime: 0}}
 	}
-	cres, err := Configure(ctx, repo, m.Root(), trees, ConfigureOptions{
+	confOpts := ConfigureOptions{
 		Hostname: r.Hostname, SourceDateEpoch: epoch,
 		Steps: steps, WorkDir: opts.WorkDir, Log: rep.Output(), Hook: hook,
-	})
+	}
+	var persist *persistDir
+	var persistKey string
+	var mergedTree, mergedMeta ostree.Checksum
+	if opts.Incremental {
+		persist, err = openPersist(cacheDir, repoPath, res.Branch)
+		switch {
+		case errors.Is(err, errPersistBusy):
+			rep.Logf("incremental: %v; configuring from scratch and keeping nothing", err)
+			persist = nil
+		case err != nil:
+			return nil, fmt.Errorf("incremental: %w", err)
+		}
+		defer persist.close()
+	}
+	if persist != nil {
+		persistKey = scriptKey(confOpts)
+		if mergedTree, mergedMeta, _, err = repo.WriteTree(ctx, m.Root(), ostree.WriteTreeOptions{}); err != nil {
+			return nil, fmt.Errorf("configure: store the merged tree: %w", err)
+		}
+		st := persist.readState()
+		base, reason, err := planIncremental(repo, st, persistKey, m.Root(), trees)
+		if err != nil {
+			return nil, err
+		}
+		if base == nil {
+			rep.Logf("incremental: configuring from scratch: %s", reason)
+		} else {
+			rep.Logf("incremental: configuring %d new package(s) on the tree kept from commit %s", len(base.newDebs), base.from.Commit)
+			confOpts.base = base
+		}
+		if err := persist.clearState(); err != nil {
+			return nil, fmt.Errorf("incremental: %w", err)
+		}
+		confOpts.Persist = persist.path
+	}
+	cres, err := Configure(ctx, repo, m.Root(), trees, confOpts)
 	if err != nil {
 		return nil, err
 	}
 	summary := fmt.Sprintf("%d files changed or added by scripts, %d unchanged", cres.Read, cres.Reused)
+	if cres.Incremental {
+		summary = fmt.Sprintf("incremental (%d new packages, %d entries of the kept tree updated): %s", len(confOpts.base.newDebs), cres.Changed, summary)
+	}
 	var parts []string
 	for _, s := range cres.Steps {
 		parts = append(parts, fmt.Sprintf("%s %.1fs", s.Name, s.Duration.Seconds()))
@@ -309,6 +361,11 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	// Commit.
 	done = stage("commit")
 	md := commitMetadata(r, lock, res.KernelVersion)
+	if b := confOpts.base; b != nil && b.from.Commit != "" {
+		// The commit's content depends on the earlier build it was
+		// configured on: say which.
+		md = append(md, ostree.MetadataEntry{Key: IncrementalFromKey, Value: gvariant.NewVariant("s", b.from.Commit)})
+	}
 	copts := ostree.CommitOptions{
 		Branch:    res.Branch,
 		Subject:   commitSubject(r, lock),
@@ -344,6 +401,13 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	res.Parent = cr.Commit.Parent
 	res.Files, res.ContentBytes = cr.Stats.Files, cr.Stats.ContentBytes
 	done("%s on %s", res.Commit, res.Branch)
+	if persist != nil {
+		if err := keepIncremental(persist, persistKey, mergedTree, mergedMeta, cres, trees, res.Commit); err != nil {
+			w := fmt.Sprintf("incremental: the configured tree is not kept for the next build: %v", err)
+			res.Warnings = append(res.Warnings, w)
+			rep.Logf("warning: %s", w)
+		}
+	}
 
 	if len(keys) > 0 && !opts.NoRef {
 		done = stage("sign")

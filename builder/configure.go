@@ -44,16 +44,28 @@ type ConfigureOptions struct {
 	// because an unprivileged build cannot read the tree from outside
 	// the user namespace.
 	Hook *HookRequest
+	// Persist, when set, is a directory kept between builds: the tree is
+	// configured in Persist/root and left there (see incremental.go).
+	Persist string
+	// base, with Persist, configures incrementally on the tree kept there.
+	base *incrementalBase
 }
 
 // ConfigureResult is the configured tree.
 type ConfigureResult struct {
-	Root       *ostree.MemDir
-	Reused     int // files taken from the checkout unchanged, not read again
-	Read       int // files added or changed by the scripts
-	HookResult *HookResult
-	Steps      []StageTime // checkout, scripts, read back, initramfs
-	Duration   time.Duration
+	Root *ostree.MemDir
+	// Tree and Meta are the configured tree's checksums (before the
+	// initramfs and the OSTree conversion).
+	Tree, Meta ostree.Checksum
+	// Incremental: the packages were configured on a kept tree; Changed
+	// is how many entries of it were written or removed first.
+	Incremental bool
+	Changed     int
+	Reused      int // files taken from the checkout unchanged, not read again
+	Read        int // files added or changed by the scripts
+	HookResult  *HookResult
+	Steps       []StageTime // checkout, scripts, read back, initramfs
+	Duration    time.Duration
 }
 
 // Configure runs the packages' maintainer scripts on a merged tree that
@@ -66,7 +78,11 @@ func Configure(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, debs
 	if err := SandboxCheck(); err != nil {
 		return nil, err
 	}
-	tree, meta, _, err := repo.WriteTree(ctx, root, ostree.WriteTreeOptions{})
+	input := root
+	if opts.base != nil {
+		input = opts.base.input
+	}
+	tree, meta, _, err := repo.WriteTree(ctx, input, ostree.WriteTreeOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("configure: store the merged tree: %w", err)
 	}
@@ -88,6 +104,10 @@ func Configure(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, debs
 		Script:   configureScript(debs, opts),
 		Env:      sandboxEnv(opts),
 		Hook:     opts.Hook,
+		Persist:  opts.Persist,
+	}
+	if opts.base != nil {
+		job.BaseTree, job.BaseMeta = opts.base.tree.String(), opts.base.meta.String()
 	}
 	res, err := runJob(ctx, job, io.MultiWriter(log, tail))
 	if err != nil {
@@ -99,12 +119,13 @@ func Configure(ctx context.Context, repo *ostree.Repo, root *ostree.MemDir, debs
 		return nil, fmt.Errorf("configure: bad result from the sandbox: %q %q", res.Tree, res.Meta)
 	}
 	l := treeLoader{repo: repo, metas: map[ostree.Checksum]ostree.FileMeta{}, headers: map[ostree.Checksum]ostree.FileHeader{}}
-	seedHeaders(root, l.headers)
+	seedHeaders(input, l.headers)
 	out, err := l.dir(newTree, newMeta, "/")
 	if err != nil {
 		return nil, fmt.Errorf("configure: read back the configured tree: %w", err)
 	}
-	return &ConfigureResult{Root: out, Reused: res.Reused, Read: res.Read, HookResult: res.Hook, Steps: res.Steps, Duration: time.Since(start)}, nil
+	return &ConfigureResult{Root: out, Tree: newTree, Meta: newMeta, Reused: res.Reused, Read: res.Read, HookResult: res.Hook,
+		Steps: res.Steps, Incremental: opts.base != nil, Changed: res.Changed, Duration: time.Since(start)}, nil
 }
 
 func seedHeaders(d *ostree.MemDir, into map[ostree.Checksum]ostree.FileHeader) {
@@ -212,7 +233,13 @@ func configureScript(debs []*DebTree, opts ConfigureOptions) string {
 			dpkgVersion = t.Version
 		}
 	}
-	for _, t := range preinstOrder(debs) {
+	preinst, triggers, steps := debs, TriggerNames(debs), opts.Steps
+	if opts.base != nil {
+		// Incremental: only the new packages are installed; the steps ran
+		// on the kept tree already.
+		preinst, triggers, steps = opts.base.newDebs, incrementalTriggers(debs, opts.base.newDebs), nil
+	}
+	for _, t := range preinstOrder(preinst) {
 		if _, ok := t.Control["preinst"]; !ok {
 			continue
 		}
@@ -224,7 +251,6 @@ func configureScript(debs []*DebTree, opts ConfigureOptions) string {
 	}
 	w("echo 'aof: dpkg --configure -a'")
 	w("dpkg --force-unsafe-io --force-confdef --force-confold --configure -a || { echo 'aof: dpkg --configure -a failed' >&2; exit 1; }")
-	triggers := TriggerNames(debs)
 	if len(triggers) > 0 {
 		w("echo 'aof: activating %d triggers'", len(triggers))
 		for _, tr := range triggers {
@@ -236,7 +262,7 @@ func configureScript(debs []*DebTree, opts ConfigureOptions) string {
 	w("if [ -e /run/aof/policy-rc.d.image ]; then mv /run/aof/policy-rc.d.image /usr/sbin/policy-rc.d; fi")
 	w("printf '#!/bin/sh\\nexit 101\\n' > /run/aof/bin/policy-rc.d; chmod 755 /run/aof/bin/policy-rc.d")
 	w(`audit=$(dpkg --audit 2>&1 || true); if [ -n "$audit" ]; then echo "aof: dpkg --audit reports:" >&2; echo "$audit" >&2; exit 1; fi`)
-	for _, s := range opts.Steps {
+	for _, s := range steps {
 		w("echo %s", shellQuote("aof: "+s.Name))
 		// Each step runs in a subshell of its own with -e, so a failure
 		// names the step.
@@ -311,11 +337,16 @@ type sandboxJob struct {
 	Script     string
 	Env        []string
 	Hook       *HookRequest `json:",omitempty"`
+	// Persist: configure in Persist/root and keep it; BaseTree/BaseMeta:
+	// Persist/root holds that tree, to be updated rather than checked out.
+	Persist            string `json:",omitempty"`
+	BaseTree, BaseMeta string `json:",omitempty"`
 }
 
 type sandboxResult struct {
 	Tree, Meta   string
 	Reused, Read int
+	Changed      int
 	// Steps is how long each part of the worker took, in order.
 	Steps []StageTime
 	Hook  *HookResult `json:",omitempty"`
@@ -340,26 +371,62 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("configure sandbox: bad job checksums")
 	}
-	parent, err := os.MkdirTemp(j.WorkDir, "aof-configure-")
-	if err != nil {
-		return nil, fmt.Errorf("configure sandbox: %w", err)
-	}
-	defer removeTree(parent)
-	root := filepath.Join(parent, "root")
 	res := &sandboxResult{}
 	last := time.Now()
 	step := func(name string) {
 		res.Steps = append(res.Steps, StageTime{name, time.Since(last)})
 		last = time.Now()
 	}
-	if err := repo.CheckoutDirTree(ctx, tree, meta, root, ostree.CheckoutOptions{Owners: true, Xattrs: true}); err != nil {
-		return nil, fmt.Errorf("configure sandbox: check out the tree: %w", err)
+	coOpts := ostree.CheckoutOptions{Owners: true, Xattrs: true}
+	var root string
+	done := false // the run succeeded
+	switch {
+	case j.Persist == "":
+		parent, err := os.MkdirTemp(j.WorkDir, "aof-configure-")
+		if err != nil {
+			return nil, fmt.Errorf("configure sandbox: %w", err)
+		}
+		defer removeTree(parent)
+		root = filepath.Join(parent, "root")
+		if err := repo.CheckoutDirTree(ctx, tree, meta, root, coOpts); err != nil {
+			return nil, fmt.Errorf("configure sandbox: check out the tree: %w", err)
+		}
+	default:
+		// The kept tree: removed on any failure, so that no later build
+		// starts from a half-configured one.
+		root = filepath.Join(j.Persist, "root")
+		defer func() {
+			if !done {
+				removeTree(root)
+			}
+		}()
+		if j.BaseTree != "" {
+			bt, err1 := ostree.ParseChecksum(j.BaseTree)
+			bm, err2 := ostree.ParseChecksum(j.BaseMeta)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("configure sandbox: bad job checksums")
+			}
+			n, err := repo.CheckoutUpdate(ctx, bt, bm, tree, meta, root, coOpts)
+			if err != nil {
+				return nil, fmt.Errorf("configure sandbox: update the kept tree: %w", err)
+			}
+			res.Changed = n
+		} else {
+			removeTree(root)
+			if err := repo.CheckoutDirTree(ctx, tree, meta, root, coOpts); err != nil {
+				return nil, fmt.Errorf("configure sandbox: check out the tree: %w", err)
+			}
+		}
 	}
 	known := map[string]checkedOut{}
 	if err := recordCheckout(repo, tree, root, "/", known); err != nil {
 		return nil, err
 	}
-	step("checkout")
+	if j.BaseTree != "" {
+		step("update kept tree")
+	} else {
+		step("checkout")
+	}
 	if err := runChroot(ctx, root, j.Hostname, j.Script, j.Env, log); err != nil {
 		return nil, fmt.Errorf("configure sandbox: the configure script failed: %w", err)
 	}
@@ -390,6 +457,7 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 		res.Hook = hr
 		step("initramfs")
 	}
+	done = true
 	return res, nil
 }
 

@@ -2,6 +2,7 @@ package ostree
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -108,6 +109,131 @@ func (co *checkouter) run(ctx context.Context, tree, meta Checksum, root string)
 	if err := co.walk(tree, meta, root, true, &files, &dirs); err != nil {
 		return err
 	}
+	return co.write(ctx, files, dirs)
+}
+
+// CheckoutUpdate turns dest, a checkout of the directory tree (fromTree,
+// fromMeta), into a checkout of (toTree, toMeta): it writes the files that
+// are new or differ, removes what to lacks, and fixes directory metadata,
+// leaving subtrees whose checksums are equal untouched. It returns the
+// number of entries written or removed. On error dest is in between and
+// should be discarded.
+func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, toMeta Checksum, dest string, opts CheckoutOptions) (int, error) {
+	if err := r.requireArchive(); err != nil {
+		return 0, err
+	}
+	if fi, err := os.Lstat(dest); err != nil {
+		return 0, err
+	} else if !fi.IsDir() {
+		return 0, fmt.Errorf("checkout update: %s is not a directory", dest)
+	}
+	co := &checkouter{repo: r, opts: opts}
+	var files []fileJob
+	var dirs []dirFix
+	removed := 0
+	var update func(ft, fm, tt, tm Checksum, dir string) error
+	update = func(ft, fm, tt, tm Checksum, dir string) error {
+		if ft == tt && fm == tm {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if fm != tm {
+			m, err := r.ReadDirMeta(tm)
+			if err != nil {
+				return err
+			}
+			dirs = append(dirs, dirFix{dir, m})
+		}
+		if ft == tt {
+			return nil
+		}
+		from, err := r.ReadDirTree(ft)
+		if err != nil {
+			return err
+		}
+		to, err := r.ReadDirTree(tt)
+		if err != nil {
+			return err
+		}
+		oldFiles := map[string]Checksum{}
+		for _, f := range from.Files {
+			oldFiles[f.Name] = f.Checksum
+		}
+		oldDirs := map[string]DirTreeDir{}
+		for _, d := range from.Dirs {
+			oldDirs[d.Name] = d
+		}
+		keep := map[string]bool{}
+		remove := func(name string) error {
+			p := filepath.Join(dir, name)
+			removed++
+			if _, isDir := oldDirs[name]; isDir {
+				makeWritable(p)
+				return os.RemoveAll(p)
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			return nil
+		}
+		for _, f := range to.Files {
+			keep[f.Name] = true
+			if c, ok := oldFiles[f.Name]; ok && c == f.Checksum {
+				continue
+			}
+			if _, ok := oldFiles[f.Name]; ok || oldDirs[f.Name].Name != "" {
+				if err := remove(f.Name); err != nil {
+					return err
+				}
+				removed--
+			}
+			files = append(files, fileJob{f.Checksum, filepath.Join(dir, f.Name)})
+		}
+		for _, d := range to.Dirs {
+			keep[d.Name] = true
+			if od, ok := oldDirs[d.Name]; ok {
+				if err := update(od.Tree, od.Meta, d.Tree, d.Meta, filepath.Join(dir, d.Name)); err != nil {
+					return err
+				}
+				continue
+			}
+			if _, ok := oldFiles[d.Name]; ok {
+				if err := remove(d.Name); err != nil {
+					return err
+				}
+				removed--
+			}
+			if err := co.walk(d.Tree, d.Meta, filepath.Join(dir, d.Name), false, &files, &dirs); err != nil {
+				return err
+			}
+		}
+		for _, f := range from.Files {
+			if !keep[f.Name] {
+				if err := remove(f.Name); err != nil {
+					return err
+				}
+			}
+		}
+		for _, d := range from.Dirs {
+			if !keep[d.Name] {
+				if err := remove(d.Name); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := update(fromTree, fromMeta, toTree, toMeta, dest); err != nil {
+		return 0, err
+	}
+	return len(files) + removed, co.write(ctx, files, dirs)
+}
+
+// write writes the files in parallel, then applies the directories'
+// metadata.
+func (co *checkouter) write(ctx context.Context, files []fileJob, dirs []dirFix) error {
 	workers := co.opts.Workers
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)

@@ -18,7 +18,7 @@ import (
 )
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("build", "RECIPE [--set KEY=VALUE]... [--repo DIR] [--lock FILE] [--write-lock FILE] [--offline] [--output-dir DIR] [--no-images] [--verify-reproducible] [--quiet|--verbose]", stderr)
+	fs := newFlags("build", "RECIPE [--set KEY=VALUE]... [--repo DIR] [--lock FILE] [--write-lock FILE] [--offline] [--output-dir DIR] [--no-images] [--verify-reproducible | --incremental] [--quiet|--verbose]", stderr)
 	var sets multiFlag
 	fs.Var(&sets, "set", "set a recipe variable ${KEY} (repeatable)")
 	repo := fs.String("repo", "", "OSTree archive repository to commit into (default: the recipe's ostree.repository, else ./build/repo)")
@@ -28,12 +28,16 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	outDir := fs.String("output-dir", ".", "directory for the recipe's disk images (outputs.images) and their .sha256 files")
 	noImages := fs.Bool("no-images", false, "commit only: skip the recipe's outputs.images")
 	verify := fs.Bool("verify-reproducible", false, "build a second time and fail unless the commit checksum is the same")
+	incremental := fs.Bool("incremental", false, "keep the configured tree in the cache directory; when the last --incremental build of this branch had a subset of this build's packages (same versions, same recipe otherwise), configure only the added packages on it. Faster, but the commit is what installing them on the earlier image gives, not necessarily what a from-scratch build makes (its metadata names the earlier commit)")
 	quiet := fs.Bool("quiet", false, "print only errors and the commit checksum")
 	verbose := fs.Bool("verbose", false, "show the output of maintainer scripts and recipe scripts")
 	af := addAptFlags(fs)
 	pos, err := parseArgs(fs, args, 1, 1)
 	if err != nil {
 		return err
+	}
+	if *incremental && *verify {
+		return &usageError{"--incremental and --verify-reproducible exclude each other: reproducibility is checked on from-scratch builds"}
 	}
 	vars, err := recipe.ParseSet(sets)
 	if err != nil {
@@ -50,6 +54,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	opts := builder.BuildOptions{
 		Recipe: r, Repo: *repo, CacheDir: cacheDir, LockPath: *lockOut,
 		Offline: *af.offline, WorkDir: *workDir, OutputDir: *outDir, NoImages: *noImages,
+		Incremental: *incremental,
 	}
 	if *lockIn != "" {
 		if opts.Lock, err = apt.ReadLockFile(*lockIn); err != nil {

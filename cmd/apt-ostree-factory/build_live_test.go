@@ -14,6 +14,7 @@ import (
 
 	"github.com/apt-ostree/apt-ostree-factory/apt"
 	"github.com/apt-ostree/apt-ostree-factory/apt/apttest"
+	"github.com/apt-ostree/apt-ostree-factory/builder"
 	"github.com/apt-ostree/apt-ostree-factory/internal/testenv"
 )
 
@@ -88,6 +89,7 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 	repoA := filepath.Join(tmp, "a", "repo")
 	lockPath := filepath.Join(tmp, "trixie.lock")
 	const branch = "debian/trixie/x86_64"
+	var helloCommit string // the from-scratch build with hello added
 
 	imagesA := filepath.Join(tmp, "images-root")
 	commit, stderr, code := c.build(recipePath, "--repo", repoA, "--write-lock", lockPath, "--output-dir", imagesA)
@@ -305,6 +307,70 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 			t.Errorf("parent of the new commit is %s, want %s", parent, commit)
 		}
 		commit = next
+		helloCommit = next
+	})
+
+	t.Run("--incremental configures only the added package", func(t *testing.T) {
+		if helloCommit == "" {
+			t.Skip("needs the commit with hello from the previous subtest")
+		}
+		data, err := os.ReadFile(recipePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra := filepath.Join(tmp, "extra-incremental.yaml")
+		os.WriteFile(extra, []byte(strings.Replace(string(data), "packages:\n", "packages:\n  - hello\n", 1)), 0o644)
+		repoI := filepath.Join(tmp, "incremental", "repo")
+		build := func(recipe string) (string, string) {
+			t.Helper()
+			commit, stderr, code := c.build(recipe, "--repo", repoI, "--incremental", "--no-images")
+			t.Logf("build --incremental %s:\n%s", filepath.Base(recipe), stderr)
+			if code != 0 {
+				t.Fatalf("build --incremental %s failed", filepath.Base(recipe))
+			}
+			return commit, stderr
+		}
+		first, stderr := build(recipePath)
+		if !strings.Contains(stderr, "incremental: configuring from scratch: no configured tree kept") {
+			t.Errorf("first --incremental build does not say it configures from scratch")
+		}
+		second, stderr := build(extra)
+		if !strings.Contains(stderr, "incremental: configuring 1 new package(s) on the tree kept from commit "+first) ||
+			!strings.Contains(stderr, "incremental (1 new packages") {
+			t.Errorf("second build did not configure incrementally on %s", first)
+		}
+		if strings.Contains(stderr, "checkout ") {
+			t.Errorf("incremental build checked the whole tree out")
+		}
+		if got := strings.Trim(strings.TrimSpace(ostreeCmd(t, "show", "--repo="+repoI, second, "--print-metadata-key="+builder.IncrementalFromKey)), "'"); got != first {
+			t.Errorf("%s = %q, want %s", builder.IncrementalFromKey, got, first)
+		}
+		status := ostreeCmd(t, "cat", "--repo="+repoI, second, "/usr/lib/sysimage/dpkg/status")
+		if !strings.Contains(status, "Package: hello\nStatus: install ok installed\n") {
+			t.Errorf("hello is not installed in the incremental build's dpkg database")
+		}
+		// For this package the incremental result is the from-scratch
+		// result: the same content checksum as the earlier cold build
+		// of the same package set.
+		contentOf := func(repo, c string) string {
+			for _, l := range strings.Split(ostreeCmd(t, "show", "--repo="+repo, c), "\n") {
+				if v, ok := strings.CutPrefix(l, "ContentChecksum:"); ok {
+					return strings.TrimSpace(v)
+				}
+			}
+			t.Fatalf("no ContentChecksum for %s", c)
+			return ""
+		}
+		if a, b := contentOf(repoI, second), contentOf(repoA, helloCommit); a != b {
+			t.Errorf("incremental build's content %s differs from the from-scratch build's %s:\n%s", a, b,
+				ostreeCmd(t, "diff", "--repo="+repoI, first, second))
+		}
+		// Removing a package is not incremental: configured from scratch.
+		_, stderr = build(recipePath)
+		if !strings.Contains(stderr, "incremental: configuring from scratch: package hello:") {
+			t.Errorf("removing hello did not fall back to a from-scratch configure")
+		}
+		ostreeCmd(t, "fsck", "--repo="+repoI)
 	})
 
 	t.Run("bad input leaves the refs alone", func(t *testing.T) {
