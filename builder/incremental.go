@@ -299,58 +299,47 @@ func (d *treeDiff) additions(tree, meta ostree.Checksum, cur *ostree.MemDir, at 
 			return reason, err
 		}
 	}
-	for _, name := range sortedKeys(cur.Files) {
-		if seen[name] {
-			continue
-		}
-		p := path.Join(at, name)
-		if into == nil {
-			return fmt.Sprintf("%s is new, but %s is no longer a directory in the configured tree", p, at), nil
-		}
-		if into.Files[name] != nil || into.Dirs[name] != nil {
-			return fmt.Sprintf("new path %s exists in the configured tree already", p), nil
-		}
-		into.Files[name] = cur.Files[name]
-	}
-	for _, name := range sortedKeys(cur.Dirs) {
-		if seen[name] {
-			continue
-		}
-		p := path.Join(at, name)
-		if into == nil {
-			return fmt.Sprintf("%s is new, but %s is no longer a directory in the configured tree", p, at), nil
-		}
-		if into.Files[name] != nil {
-			return fmt.Sprintf("new directory %s is a file in the configured tree", p), nil
-		}
-		if err := mergeNewDir(into, name, cur.Dirs[name], p); err != "" {
-			return err, nil
+	added := ostree.NewMemDir(cur.Meta)
+	for name, f := range cur.Files {
+		if !seen[name] {
+			added.Files[name] = f
 		}
 	}
-	return "", nil
+	for name, sd := range cur.Dirs {
+		if !seen[name] {
+			added.Dirs[name] = sd
+		}
+	}
+	if len(added.Files)+len(added.Dirs) == 0 {
+		return "", nil
+	}
+	if into == nil {
+		return fmt.Sprintf("%s gained entries, but it is no longer a directory in the configured tree", at), nil
+	}
+	return mergeEntries(into, added, at), nil
 }
 
-// mergeNewDir adds the new directory src as into/name; when a script of
-// the earlier build made that directory already, src's entries are added
-// to it.
-func mergeNewDir(into *ostree.MemDir, name string, src *ostree.MemDir, at string) string {
-	dst := into.Dirs[name]
-	if dst == nil {
-		into.Dirs[name] = src
-		return ""
-	}
-	for n, f := range src.Files {
+// mergeEntries adds src's entries to dst (the directory at path at of
+// the configured tree), merging into directories that scripts of the
+// earlier build made already; an entry dst has as a file is a reason not
+// to build incrementally.
+func mergeEntries(dst, src *ostree.MemDir, at string) string {
+	for _, n := range sortedKeys(src.Files) {
 		if dst.Files[n] != nil || dst.Dirs[n] != nil {
 			return fmt.Sprintf("new path %s exists in the configured tree already", path.Join(at, n))
 		}
-		dst.Files[n] = f
+		dst.Files[n] = src.Files[n]
 	}
-	for n, sd := range src.Dirs {
-		if dst.Files[n] != nil {
+	for _, n := range sortedKeys(src.Dirs) {
+		switch {
+		case dst.Files[n] != nil:
 			return fmt.Sprintf("new directory %s is a file in the configured tree", path.Join(at, n))
-		}
-		if r := mergeNewDir(dst, n, sd, path.Join(at, n)); r != "" {
-			return r
+		case dst.Dirs[n] == nil:
+			dst.Dirs[n] = src.Dirs[n]
+		default:
+			if r := mergeEntries(dst.Dirs[n], src.Dirs[n], path.Join(at, n)); r != "" {
+				return r
+			}
 		}
 	}
 	return ""

@@ -250,21 +250,45 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 		exec.Command("chown", "-R", u.Uid+":"+u.Gid, home).Run()
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		cmd := exec.Command(bin, "build", recipePath, "--set", "MIRROR="+c.mirror, "--lock", lockPath, "--offline",
-			"--cache-dir", filepath.Join(home, "cache"), "--repo", filepath.Join(home, "repo"), "--work-dir", home,
-			"--output-dir", filepath.Join(home, "images"))
-		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "SOURCE_DATE_EPOCH=1763800000", "TMPDIR=" + home}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-		var o, e bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &o, &e
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("unprivileged build: %v\n%s", err, e.String())
+		// --incremental: the first build configures from scratch (and
+		// keeps its tree, owned by the subuid range, in the cache).
+		runAs := func(extra ...string) (string, string) {
+			t.Helper()
+			args := append([]string{"build", recipePath, "--set", "MIRROR=" + c.mirror, "--lock", lockPath, "--offline",
+				"--cache-dir", filepath.Join(home, "cache"), "--repo", filepath.Join(home, "repo"), "--work-dir", home, "--incremental"}, extra...)
+			cmd := exec.Command(bin, args...)
+			cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "SOURCE_DATE_EPOCH=1763800000", "TMPDIR=" + home}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+			var o, e bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &o, &e
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("unprivileged build %v: %v\n%s", extra, err, e.String())
+			}
+			t.Logf("unprivileged build %v:\n%s", extra, e.String())
+			return strings.TrimSpace(o.String()), e.String()
 		}
-		t.Logf("unprivileged build:\n%s", e.String())
-		if got := strings.TrimSpace(o.String()); got != commit {
+		if got, _ := runAs("--output-dir", filepath.Join(home, "images")); got != commit {
 			t.Errorf("unprivileged build gave %s, root's %s", got, commit)
 		}
 		ostreeCmd(t, "fsck", "--repo="+filepath.Join(home, "repo"))
+		// Again with the same lock: configured on the kept tree (inside
+		// the user namespace), with the same content.
+		again, stderr := runAs("--no-images")
+		if !strings.Contains(stderr, "incremental: configuring 0 new package(s) on the tree kept from commit "+commit) {
+			t.Errorf("second unprivileged --incremental build did not use the kept tree")
+		}
+		content := func(c string) string {
+			out := ostreeCmd(t, "show", "--repo="+filepath.Join(home, "repo"), c)
+			i := strings.Index(out, "ContentChecksum:")
+			if i < 0 {
+				t.Fatalf("no ContentChecksum in %s", out)
+			}
+			return strings.Fields(out[i:])[1]
+		}
+		if content(again) != content(commit) {
+			t.Errorf("incremental rebuild with nothing new changed the content: %s",
+				ostreeCmd(t, "diff", "--repo="+filepath.Join(home, "repo"), commit, again))
+		}
 		// The image too, byte for byte.
 		mine, _ := os.ReadFile(filepath.Join(imagesA, "trixie-minimal.raw.sha256"))
 		theirs, err := os.ReadFile(filepath.Join(home, "images", "trixie-minimal.raw.sha256"))
