@@ -272,25 +272,21 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	var persistKey string
 	var mergedTree, mergedMeta ostree.Checksum
 	if opts.Incremental {
-		persist, err = openPersist(cacheDir, repoPath, res.Branch)
-		switch {
-		case errors.Is(err, errPersistBusy):
+		if persist, err = openPersist(cacheDir, repoPath, res.Branch); err != nil {
 			rep.Logf("incremental: %v; configuring from scratch and keeping nothing", err)
 			persist = nil
-		case err != nil:
-			return nil, fmt.Errorf("incremental: %w", err)
 		}
 		defer persist.close()
 	}
 	if persist != nil {
-		persistKey = scriptKey(confOpts)
+		persistKey = scriptKey(confOpts, sandboxIdentity())
 		if mergedTree, mergedMeta, _, err = repo.WriteTree(ctx, m.Root(), ostree.WriteTreeOptions{}); err != nil {
 			return nil, fmt.Errorf("configure: store the merged tree: %w", err)
 		}
-		st := persist.readState()
-		base, reason, err := planIncremental(repo, st, persistKey, m.Root(), trees)
-		if err != nil {
-			return nil, err
+		st, reason := persist.readState()
+		var base *incrementalBase
+		if st != nil {
+			base, reason = planIncremental(repo, st, persistKey, m.Root(), trees)
 		}
 		if base == nil {
 			rep.Logf("incremental: configuring from scratch: %s", reason)
@@ -401,13 +397,6 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 	res.Parent = cr.Commit.Parent
 	res.Files, res.ContentBytes = cr.Stats.Files, cr.Stats.ContentBytes
 	done("%s on %s", res.Commit, res.Branch)
-	if persist != nil {
-		if err := keepIncremental(persist, persistKey, mergedTree, mergedMeta, cres, trees, res.Commit); err != nil {
-			w := fmt.Sprintf("incremental: the configured tree is not kept for the next build: %v", err)
-			res.Warnings = append(res.Warnings, w)
-			rep.Logf("warning: %s", w)
-		}
-	}
 
 	if len(keys) > 0 && !opts.NoRef {
 		done = stage("sign")
@@ -438,6 +427,15 @@ func Build(ctx context.Context, opts BuildOptions) (res *BuildResult, err error)
 		}
 		if err := repo.WriteRef(res.Branch, res.Commit); err != nil {
 			return nil, err
+		}
+	}
+	// The kept tree becomes something to build upon only now that the
+	// build has succeeded and the branch points at its commit.
+	if persist != nil {
+		if err := keepIncremental(persist, persistKey, mergedTree, mergedMeta, cres, trees, res.Commit); err != nil {
+			w := fmt.Sprintf("incremental: the configured tree is not kept for the next build: %v", err)
+			res.Warnings = append(res.Warnings, w)
+			rep.Logf("warning: %s", w)
 		}
 	}
 	return res, nil

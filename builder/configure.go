@@ -413,6 +413,13 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 			res.Changed = n
 		} else {
 			removeTree(root)
+			// Half-made checkouts of killed builds (only this namespace
+			// may remove them after an unprivileged build).
+			if stale, _ := filepath.Glob(filepath.Join(j.Persist, ".root.checkout-*")); len(stale) > 0 {
+				for _, d := range stale {
+					removeTree(d)
+				}
+			}
 			if err := repo.CheckoutDirTree(ctx, tree, meta, root, coOpts); err != nil {
 				return nil, fmt.Errorf("configure sandbox: check out the tree: %w", err)
 			}
@@ -457,6 +464,13 @@ func (j *sandboxJob) run(ctx context.Context, log io.Writer) (*sandboxResult, er
 		res.Hook = hr
 		step("initramfs")
 	}
+	if j.Persist != "" {
+		// A later build trusts the kept tree to be what was read back:
+		// it must survive a crash (dpkg ran with --force-unsafe-io).
+		if err := syncfs(root); err != nil {
+			return nil, fmt.Errorf("configure sandbox: sync the kept tree: %w", err)
+		}
+	}
 	done = true
 	return res, nil
 }
@@ -485,6 +499,15 @@ func recordCheckout(repo *ostree.Repo, tree ostree.Checksum, dir, rel string, in
 		}
 	}
 	return nil
+}
+
+func syncfs(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
 }
 
 // removeTree deletes a directory tree that may hold read-only directories.

@@ -98,17 +98,20 @@ func (p *persistDir) close() {
 
 func (p *persistDir) statePath() string { return filepath.Join(p.path, "state.json") }
 
-// readState returns nil when there is no usable state.
-func (p *persistDir) readState() *configuredState {
+// readState returns the kept state, or nil and why there is none.
+func (p *persistDir) readState() (*configuredState, string) {
 	b, err := os.ReadFile(p.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "no configured tree kept by an earlier --incremental build of this branch"
+	}
 	if err != nil {
-		return nil
+		return nil, fmt.Sprintf("cannot read the kept state: %v", err)
 	}
 	var st configuredState
-	if json.Unmarshal(b, &st) != nil {
-		return nil
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Sprintf("the kept state %s is damaged: %v", p.statePath(), err)
 	}
-	return &st
+	return &st, ""
 }
 
 // clearState marks root/ as not matching any state: set before the
@@ -128,10 +131,21 @@ func (p *persistDir) writeState(st *configuredState) error {
 		return err
 	}
 	tmp := p.statePath() + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, p.statePath()); err != nil {
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p.statePath())
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -147,16 +161,31 @@ func syncDir(dir string) {
 }
 
 // scriptKey digests the inputs of the configure stage other than the
-// packages.
-func scriptKey(opts ConfigureOptions) string {
+// packages, and who runs it (identity: the kept files' owners on disk
+// depend on the user and its subordinate id ranges).
+func scriptKey(opts ConfigureOptions, identity string) string {
 	b, _ := json.Marshal(struct {
 		Format   int
 		Hostname string
 		Steps    []Step
 		Hook     *HookRequest
-	}{incrementalFormat, opts.Hostname, opts.Steps, opts.Hook})
+		Identity string
+	}{incrementalFormat, opts.Hostname, opts.Steps, opts.Hook, identity})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// sandboxIdentity names how the sandbox maps ids: root, or the user and
+// its subuid and subgid ranges.
+func sandboxIdentity() string {
+	if os.Geteuid() == 0 {
+		return "root"
+	}
+	ids, err := lookupSubIDs()
+	if err != nil {
+		return fmt.Sprintf("uid %d: %v", os.Geteuid(), err)
+	}
+	return fmt.Sprintf("uid %d gid %d subuid %d+%d subgid %d+%d", ids.UID, ids.GID, ids.SubUID.Start, ids.SubUID.Count, ids.SubGID.Start, ids.SubGID.Count)
 }
 
 // incrementalBase is what an incremental configure starts from.
@@ -175,18 +204,24 @@ func isDpkgAggregate(p string) bool {
 }
 
 // planIncremental decides whether this build can configure on top of the
-// kept tree: the earlier state exists and is complete, the configure
-// inputs besides packages are the same, no package was removed or
-// changed, and the merged tree only gained paths (besides the dpkg
-// database's aggregate files). It returns nil and the reason when not.
-func planIncremental(repo *ostree.Repo, st *configuredState, key string, merged *ostree.MemDir, debs []*DebTree) (*incrementalBase, string, error) {
+// kept tree (state st): the configure inputs besides packages are the
+// same, no package was removed or changed, the merged tree only gained
+// paths (besides the dpkg database's aggregate files), and the kept
+// tree's objects can be read. It returns nil and the reason when not.
+func planIncremental(repo *ostree.Repo, st *configuredState, key string, merged *ostree.MemDir, debs []*DebTree) (*incrementalBase, string) {
+	base, reason, err := planIncrementalErr(repo, st, key, merged, debs)
+	if err != nil {
+		return nil, fmt.Sprintf("cannot use the kept tree: %v", err)
+	}
+	return base, reason
+}
+
+func planIncrementalErr(repo *ostree.Repo, st *configuredState, key string, merged *ostree.MemDir, debs []*DebTree) (*incrementalBase, string, error) {
 	switch {
-	case st == nil:
-		return nil, "no configured tree kept by an earlier --incremental build of this branch", nil
 	case st.Format != incrementalFormat:
 		return nil, "the kept configured tree was made by another version of the factory", nil
 	case st.ScriptKey != key:
-		return nil, "the host name, users, groups, scripts or kernel settings of the recipe changed", nil
+		return nil, "the host name, users, groups, scripts or kernel settings of the recipe, or the user building, changed", nil
 	}
 	parse := func(s string) (ostree.Checksum, bool) {
 		c, err := ostree.ParseChecksum(s)
@@ -230,15 +265,16 @@ func planIncremental(repo *ostree.Repo, st *configuredState, key string, merged 
 	seedHeaders(merged, l.headers)
 	conf, err := l.dir(confTree, confMeta, "/")
 	if err != nil {
-		return nil, "", fmt.Errorf("incremental: load the kept configured tree: %w", err)
+		return nil, "", fmt.Errorf("load the kept configured tree: %w", err)
 	}
 	d := &treeDiff{repo: repo, aggregates: map[string][2]*ostree.MemFile{}}
 	if reason, err := d.additions(prevTree, prevMeta, merged, "/", conf); err != nil || reason != "" {
 		return nil, reason, err
 	}
-	for p, files := range d.aggregates {
-		if err := addAggregateEntries(repo, conf, p, files[0], files[1]); err != nil {
-			return nil, "", fmt.Errorf("incremental: %s: %w", p, err)
+	for _, p := range sortedKeys(d.aggregates) {
+		files := d.aggregates[p]
+		if reason, err := addAggregateEntries(repo, conf, p, files[0], files[1]); err != nil || reason != "" {
+			return nil, reason, err
 		}
 	}
 	return &incrementalBase{from: st, tree: confTree, meta: confMeta, newDebs: newDebs, input: conf}, "", nil
@@ -361,8 +397,9 @@ func sameMeta(a, b ostree.FileMeta) bool {
 // database file (rel, relative to /) the entries this build's merged
 // version has beyond the earlier merged version: new status stanzas (as
 // "unpacked", the state dpkg --configure picks up), new trigger interest
-// lines.
-func addAggregateEntries(repo *ostree.Repo, conf *ostree.MemDir, rel string, old, cur *ostree.MemFile) error {
+// lines. An entry of an earlier package that changed or went away is a
+// reason not to build incrementally.
+func addAggregateEntries(repo *ostree.Repo, conf *ostree.MemDir, rel string, old, cur *ostree.MemFile) (string, error) {
 	read := func(f *ostree.MemFile) ([]byte, error) {
 		if f.Data != nil {
 			return f.Data, nil
@@ -378,30 +415,41 @@ func addAggregateEntries(repo *ostree.Repo, conf *ostree.MemDir, rel string, old
 	}
 	oldData, err := read(old)
 	if err != nil {
-		return err
+		return "", err
 	}
 	curData, err := read(cur)
 	if err != nil {
-		return err
+		return "", err
 	}
 	_, file := conf.Lookup(rel)
 	var confData []byte
 	header := cur.Header
 	if file != nil {
 		if confData, err = read(file); err != nil {
-			return err
+			return "", err
 		}
 		header = file.Header
 	}
 	var add []string
 	if rel == dpkgAdminDir+"/status" {
-		known := map[string]bool{}
+		known := map[string]string{}
 		for _, s := range stanzas(oldData) {
-			known[stanzaKey(s)] = true
+			known[stanzaKey(s)] = s
 		}
+		seen := map[string]bool{}
 		for _, s := range stanzas(curData) {
-			if !known[stanzaKey(s)] {
+			k := stanzaKey(s)
+			seen[k] = true
+			switch was, ok := known[k]; {
+			case !ok:
 				add = append(add, s+"\n")
+			case was != s:
+				return fmt.Sprintf("the dpkg status entry of %s changed", k), nil
+			}
+		}
+		for k := range known {
+			if !seen[k] {
+				return fmt.Sprintf("the dpkg status entry of %s went away", k), nil
 			}
 		}
 		data := bytes.TrimRight(confData, "\n")
@@ -409,11 +457,20 @@ func addAggregateEntries(repo *ostree.Repo, conf *ostree.MemDir, rel string, old
 			data = append(data, '\n', '\n')
 		}
 		data = append(data, strings.Join(add, "\n")...)
-		return putFile(conf, rel, header, data)
+		return "", putFile(conf, rel, header, data)
 	}
 	known := map[string]bool{}
 	for _, l := range strings.Split(string(oldData), "\n") {
 		known[l] = true
+	}
+	now := map[string]bool{}
+	for _, l := range strings.Split(string(curData), "\n") {
+		now[l] = true
+	}
+	for _, l := range strings.Split(string(oldData), "\n") {
+		if l != "" && !now[l] {
+			return fmt.Sprintf("%s lost the line %q", rel, l), nil
+		}
 	}
 	present := map[string]bool{}
 	for _, l := range strings.Split(string(confData), "\n") {
@@ -428,7 +485,7 @@ func addAggregateEntries(repo *ostree.Repo, conf *ostree.MemDir, rel string, old
 			data = append(data, l+"\n"...)
 		}
 	}
-	return putFile(conf, rel, header, data)
+	return "", putFile(conf, rel, header, data)
 }
 
 func putFile(root *ostree.MemDir, rel string, h ostree.FileHeader, data []byte) error {

@@ -101,6 +101,9 @@ type fileJob struct {
 type dirFix struct {
 	path string
 	meta FileMeta
+	// existing: the directory was there before (CheckoutUpdate), so
+	// extended attributes meta lacks are removed.
+	existing bool
 }
 
 func (co *checkouter) run(ctx context.Context, tree, meta Checksum, root string) error {
@@ -144,7 +147,7 @@ func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, t
 			if err != nil {
 				return err
 			}
-			dirs = append(dirs, dirFix{dir, m})
+			dirs = append(dirs, dirFix{dir, m, true})
 		}
 		if ft == tt {
 			return nil
@@ -277,6 +280,11 @@ feed:
 	// Directory modes last, deepest first, so read-only dirs were writable
 	// while being filled.
 	for i := len(dirs) - 1; i >= 0; i-- {
+		if dirs[i].existing && co.opts.Xattrs {
+			if err := removeOtherXattrs(dirs[i].path, dirs[i].meta.Xattrs); err != nil {
+				return err
+			}
+		}
 		if err := co.applyMeta(dirs[i].path, dirs[i].meta, false); err != nil {
 			return err
 		}
@@ -294,7 +302,7 @@ func (co *checkouter) walk(tree, meta Checksum, dir string, isRoot bool, files *
 			return err
 		}
 	}
-	*dirs = append(*dirs, dirFix{dir, m})
+	*dirs = append(*dirs, dirFix{dir, m, false})
 	dt, err := co.repo.ReadDirTree(tree)
 	if err != nil {
 		return err
@@ -360,6 +368,28 @@ func (co *checkouter) applyMeta(p string, m FileMeta, symlink bool) error {
 	// chmod after chown: chown clears setuid/setgid bits.
 	if err := os.Chmod(p, fileModeFromUnix(m.Mode)); err != nil {
 		return err
+	}
+	return nil
+}
+
+// removeOtherXattrs removes the extended attributes of p not named in keep.
+func removeOtherXattrs(p string, keep []Xattr) error {
+	have, err := readXattrs(p)
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, x := range keep {
+		wanted[x.Name] = true
+	}
+	for _, x := range have {
+		n := x.Name
+		if wanted[n] {
+			continue
+		}
+		if err := unix.Lremovexattr(p, n); err != nil && err != unix.ENODATA {
+			return &fs.PathError{Op: "lremovexattr " + n, Path: p, Err: err}
+		}
 	}
 	return nil
 }

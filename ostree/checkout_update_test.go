@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -113,4 +114,39 @@ func inode(t *testing.T, p string) uint64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestCheckoutUpdateXattrs: a directory whose metadata changes loses the
+// extended attributes the new metadata does not list.
+func TestCheckoutUpdateXattrs(t *testing.T) {
+	r := newRepo(t)
+	ctx := context.Background()
+	mk := func(x ...Xattr) (Checksum, Checksum) {
+		root := NewMemDir(FileMeta{Mode: ModeDir | 0o755})
+		root.Dirs["d"] = NewMemDir(FileMeta{Mode: ModeDir | 0o755, Xattrs: x})
+		tr, m, _, err := r.WriteTree(ctx, root, WriteTreeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr, m
+	}
+	at, am := mk(Xattr{Name: "user.old", Value: []byte("1")}, Xattr{Name: "user.kept", Value: []byte("2")})
+	bt, bm := mk(Xattr{Name: "user.kept", Value: []byte("3")})
+	dest := filepath.Join(t.TempDir(), "co")
+	if err := r.CheckoutDirTree(ctx, at, am, dest, CheckoutOptions{Xattrs: true}); err != nil {
+		if strings.Contains(err.Error(), "operation not supported") {
+			t.Skip("no user xattrs on this file system")
+		}
+		t.Fatal(err)
+	}
+	if _, err := r.CheckoutUpdate(ctx, at, am, bt, bm, dest, CheckoutOptions{Xattrs: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readXattrs(filepath.Join(dest, "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Name != "user.kept" || string(got[0].Value) != "3" {
+		t.Errorf("xattrs after the update: %v", got)
+	}
 }
