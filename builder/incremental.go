@@ -59,6 +59,12 @@ type persistDir struct {
 
 var errPersistBusy = errors.New("another --incremental build of this branch holds its configured tree")
 
+// KeptTreeDir is where `build --incremental` keeps the configured tree of
+// a repository's branch under a cache directory.
+func KeptTreeDir(cacheDir, repoPath, branch string) (string, error) {
+	return persistPath(cacheDir, repoPath, branch)
+}
+
 func persistPath(cacheDir, repoPath, branch string) (string, error) {
 	abs, err := filepath.Abs(repoPath)
 	if err != nil {

@@ -89,7 +89,12 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 	repoA := filepath.Join(tmp, "a", "repo")
 	lockPath := filepath.Join(tmp, "trixie.lock")
 	const branch = "debian/trixie/x86_64"
-	var helloCommit string // the from-scratch build with hello added
+	var helloCommit string                             // the from-scratch build with hello added
+	repoI := filepath.Join(tmp, "incremental", "repo") // --incremental builds
+	// Their kept tree lives in the shared test cache: removed at the end.
+	if kept, err := builder.KeptTreeDir(c.cacheDir, repoI, branch); err == nil {
+		t.Cleanup(func() { os.RemoveAll(kept) })
+	}
 
 	imagesA := filepath.Join(tmp, "images-root")
 	commit, stderr, code := c.build(recipePath, "--repo", repoA, "--write-lock", lockPath, "--output-dir", imagesA)
@@ -344,7 +349,6 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 		}
 		extra := filepath.Join(tmp, "extra-incremental.yaml")
 		os.WriteFile(extra, []byte(strings.Replace(string(data), "packages:\n", "packages:\n  - hello\n", 1)), 0o644)
-		repoI := filepath.Join(tmp, "incremental", "repo")
 		build := func(recipe string) (string, string) {
 			t.Helper()
 			commit, stderr, code := c.build(recipe, "--repo", repoI, "--incremental", "--no-images")
@@ -465,6 +469,32 @@ func TestLiveBuildDefaultRecipe(t *testing.T) {
 		// The per-.deb cache may gain entries, but it keeps no refs.
 		if after := ostreeCmd(t, "refs", "--repo="+repoA); after != refsBefore {
 			t.Errorf("refs changed:\n%s\nthen\n%s", refsBefore, after)
+		}
+		// A failing --incremental build leaves nothing to build upon:
+		// no kept state, no kept tree, the branch where it was.
+		if _, err := os.Stat(repoI); err == nil {
+			headI := ostreeCmd(t, "rev-parse", "--repo="+repoI, branch)
+			_, stderr, code := c.run("build", filepath.Join(tmp, "broken.yaml"), "--cache-dir", c.cacheDir, "--repo", repoI,
+				"--set", "MIRROR="+c.mirror, "--no-images", "--incremental")
+			t.Logf("failing --incremental build: exit %d: %s", code, lastLines(stderr, 8))
+			if code == 0 || !strings.Contains(stderr, "aof-broken") {
+				t.Errorf("failing --incremental build: exit %d", code)
+			}
+			if !strings.Contains(stderr, "incremental: configuring 1 new package(s) on the tree kept") {
+				t.Errorf("the failing build did not configure aof-broken incrementally")
+			}
+			kept, err := builder.KeptTreeDir(c.cacheDir, repoI, branch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range []string{"state.json", "root"} {
+				if _, err := os.Lstat(filepath.Join(kept, name)); err == nil {
+					t.Errorf("a failed --incremental build left %s", filepath.Join(kept, name))
+				}
+			}
+			if after := ostreeCmd(t, "rev-parse", "--repo="+repoI, branch); after != headI {
+				t.Errorf("branch moved: %s -> %s", headI, after)
+			}
 		}
 	})
 }
