@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/apt-ostree/apt-ostree-factory/internal/atomicfile"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 )
 
@@ -127,7 +128,7 @@ func (p *persistDir) clearState() error {
 	if err := os.Remove(p.statePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	syncDir(p.path)
+	atomicfile.SyncDir(p.path)
 	return nil
 }
 
@@ -136,34 +137,7 @@ func (p *persistDir) writeState(st *configuredState) error {
 	if err != nil {
 		return err
 	}
-	tmp := p.statePath() + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p.statePath())
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	syncDir(p.path)
-	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	return atomicfile.WriteFile(p.statePath(), append(b, '\n'), 0o644)
 }
 
 // scriptKey digests the inputs of the configure stage other than the

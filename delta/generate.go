@@ -20,6 +20,7 @@ import (
 
 	"pault.ag/go/debian/version"
 
+	"github.com/apt-ostree/apt-ostree-factory/internal/atomicfile"
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
 	"github.com/apt-ostree/apt-ostree-factory/ostree/gvariant"
 )
@@ -194,7 +195,7 @@ func Generate(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum, to 
 		return nil, err
 	}
 	removeStaleParts(dir, len(parts), opts.Inline)
-	syncDir(dir)
+	atomicfile.SyncDir(dir)
 	return res, nil
 }
 
@@ -219,7 +220,7 @@ func WriteBundle(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum, 
 	if err != nil {
 		return nil, err
 	}
-	syncDir(dir)
+	atomicfile.SyncDir(dir)
 	return res, nil
 }
 
@@ -247,13 +248,6 @@ func removeStaleParts(dir string, n int, inline bool) {
 		if inline || i >= n {
 			os.Remove(filepath.Join(dir, e.Name()))
 		}
-	}
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 }
 

@@ -34,9 +34,15 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 		os.Remove(tmp)
 		return err
 	}
+	SyncDir(dir)
+	return nil
+}
+
+// SyncDir makes the entries of dir (renames, removals) durable; errors are
+// ignored, as on file systems that cannot sync directories.
+func SyncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return nil
 }
