@@ -169,9 +169,10 @@ func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, t
 			oldDirs[d.Name] = d
 		}
 		keep := map[string]bool{}
+		// remove deletes an entry of the old tree (a replaced one is
+		// counted as written, a vanished one by the caller).
 		remove := func(name string) error {
 			p := filepath.Join(dir, name)
-			removed++
 			if _, isDir := oldDirs[name]; isDir {
 				makeWritable(p)
 				return os.RemoveAll(p)
@@ -190,7 +191,6 @@ func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, t
 				if err := remove(f.Name); err != nil {
 					return err
 				}
-				removed--
 			}
 			files = append(files, fileJob{f.Checksum, filepath.Join(dir, f.Name)})
 		}
@@ -206,7 +206,6 @@ func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, t
 				if err := remove(d.Name); err != nil {
 					return err
 				}
-				removed--
 			}
 			if err := co.walk(d.Tree, d.Meta, filepath.Join(dir, d.Name), false, &files, &dirs); err != nil {
 				return err
@@ -214,6 +213,7 @@ func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, t
 		}
 		for _, f := range from.Files {
 			if !keep[f.Name] {
+				removed++
 				if err := remove(f.Name); err != nil {
 					return err
 				}
@@ -221,6 +221,7 @@ func (r *Repo) CheckoutUpdate(ctx context.Context, fromTree, fromMeta, toTree, t
 		}
 		for _, d := range from.Dirs {
 			if !keep[d.Name] {
+				removed++
 				if err := remove(d.Name); err != nil {
 					return err
 				}
