@@ -2,6 +2,7 @@ package ostree
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/flate"
+	"golang.org/x/sys/unix"
 )
 
 // copyBufSize is the read size when streaming file content.
@@ -190,26 +192,10 @@ func (r *Repo) OpenContent(c Checksum) (FileHeader, io.ReadCloser, error) {
 		return FileHeader{}, nil, fmt.Errorf("object %s: %w", name, err)
 	}
 	br := bufio.NewReaderSize(f, 64<<10)
-	var pre [8]byte
-	if _, err := io.ReadFull(br, pre[:]); err != nil {
-		f.Close()
-		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: truncated header", name)
-	}
-	n := int(pre[0])<<24 | int(pre[1])<<16 | int(pre[2])<<8 | int(pre[3])
-	if n > 1<<20 {
-		f.Close()
-		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: header length %d", name, n)
-	}
-	hb := make([]byte, 8+n)
-	copy(hb, pre[:])
-	if _, err := io.ReadFull(br, hb[8:]); err != nil {
-		f.Close()
-		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: truncated header", name)
-	}
-	h, _, err := parseArchiveHeader(hb)
+	h, err := readArchiveHeader(br, name)
 	if err != nil {
 		f.Close()
-		return FileHeader{}, nil, fmt.Errorf("object %s is corrupted: %w", name, err)
+		return FileHeader{}, nil, err
 	}
 	csHdr, err := h.checksumHeader()
 	if err != nil {
@@ -223,6 +209,112 @@ func (r *Repo) OpenContent(c Checksum) (FileHeader, io.ReadCloser, error) {
 		vr.r = flate.NewReader(br)
 	}
 	return h, vr, nil
+}
+
+// readArchiveHeader reads the header at the start of an archive-mode
+// content object: its size (big-endian u32), 4 bytes of padding and the
+// header variant.
+func readArchiveHeader(br *bufio.Reader, name ObjectName) (FileHeader, error) {
+	var pre [8]byte
+	if _, err := io.ReadFull(br, pre[:]); err != nil {
+		return FileHeader{}, fmt.Errorf("object %s is corrupted: truncated header", name)
+	}
+	n := int(pre[0])<<24 | int(pre[1])<<16 | int(pre[2])<<8 | int(pre[3])
+	if n > 1<<20 {
+		return FileHeader{}, fmt.Errorf("object %s is corrupted: header length %d", name, n)
+	}
+	hb := make([]byte, 8+n)
+	copy(hb, pre[:])
+	if _, err := io.ReadFull(br, hb[8:]); err != nil {
+		return FileHeader{}, fmt.Errorf("object %s is corrupted: truncated header", name)
+	}
+	h, _, err := parseArchiveHeader(hb)
+	if err != nil {
+		return FileHeader{}, fmt.Errorf("object %s is corrupted: %w", name, err)
+	}
+	return h, nil
+}
+
+// ContentHeader reads a content object's header. For a regular file for
+// which peek (when not nil) returns a buffer, it also reads up to that
+// buffer's length (at most a few hundred bytes) from the start of the
+// content into it, and returns how many bytes it read. The peeked bytes
+// are not verified against the checksum (OpenContent does that) and may be
+// fewer than asked for if the content is corrupted: they are for deciding
+// how to handle a file. Much cheaper than OpenContent when only the header is wanted (no
+// read-ahead, no decompressor unless peeking).
+func (r *Repo) ContentHeader(c Checksum, peek func(FileHeader) []byte) (FileHeader, int, error) {
+	if err := r.requireArchive(); err != nil {
+		return FileHeader{}, 0, err
+	}
+	name := ObjectName{c, ObjectFile}
+	path := r.objectPath(c, ObjectFile)
+	fd, err := openRetry(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return FileHeader{}, 0, fmt.Errorf("object %s: %w", name, ErrNotFound)
+		}
+		return FileHeader{}, 0, fmt.Errorf("object %s: %w", name, &fs.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer unix.Close(fd)
+	br := headerReaders.Get().(*bufio.Reader)
+	defer headerReaders.Put(br)
+	br.Reset(fdReader(fd))
+	h, err := readArchiveHeader(br, name)
+	if err != nil {
+		return FileHeader{}, 0, err
+	}
+	if peek == nil || h.Mode&ModeTypeMask != ModeRegular || h.Size == 0 {
+		return h, 0, nil
+	}
+	buf := peek(h)
+	if len(buf) == 0 {
+		return h, 0, nil
+	}
+	// The decompressor fills its whole window (32 KiB) before it returns
+	// anything, unless its input ends first: given only the first
+	// compressed bytes, it returns what they decode to.
+	in, _ := br.Peek(peekInput)
+	src := bytes.NewReader(in)
+	var fr io.ReadCloser
+	if v := peekInflaters.Get(); v != nil {
+		fr = v.(io.ReadCloser)
+		if err := fr.(flate.Resetter).Reset(src, nil); err != nil {
+			return FileHeader{}, 0, err
+		}
+	} else {
+		fr = flate.NewReader(src)
+	}
+	defer peekInflaters.Put(fr)
+	n, _ := io.ReadFull(fr, buf[:min(uint64(len(buf)), h.Size)])
+	return h, n, nil
+}
+
+// peekInput is the compressed input ContentHeader decodes a peek from:
+// enough for a deflate block's header and the first bytes of data.
+const peekInput = 2048
+
+var (
+	headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+	peekInflaters sync.Pool // io.ReadCloser from flate.NewReader
+)
+
+// fdReader reads a file descriptor without the runtime's poller.
+type fdReader int
+
+func (f fdReader) Read(p []byte) (int, error) {
+	for {
+		n, err := unix.Read(int(f), p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // verifyingReader decompresses content and checks the object checksum at EOF.

@@ -373,7 +373,7 @@ func (r *Repo) writeMetadataAt(c Checksum, t ObjectType, data []byte, replace bo
 // ReadMetadata returns a metadata object's bytes after checking that they
 // hash to the object's name.
 func (r *Repo) ReadMetadata(t ObjectType, c Checksum) ([]byte, error) {
-	b, err := os.ReadFile(r.objectPath(c, t))
+	b, err := readSmallFile(r.objectPath(c, t))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("object %s.%s: %w", c, t, ErrNotFound)
@@ -502,3 +502,44 @@ func (kf *KeyFile) Get(group, key string) (string, bool) {
 func (kf *KeyFile) Groups() []string { return kf.groups }
 
 var _ io.Reader = (*bytes.Reader)(nil)
+
+// readSmallFile reads a whole file with four system calls (open, fstat,
+// read, close). os.ReadFile takes about twice as many for a regular file
+// (it also sets up the runtime's poller), which was most of the time of
+// walking a commit's thousands of small dirtree objects.
+func readSmallFile(path string) ([]byte, error) {
+	fd, err := openRetry(path)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	b := make([]byte, st.Size)
+	n := 0
+	for n < len(b) {
+		m, err := unix.Read(fd, b[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if m == 0 {
+			return nil, &fs.PathError{Op: "read", Path: path, Err: io.ErrUnexpectedEOF}
+		}
+		n += m
+	}
+	return b, nil
+}
+
+func openRetry(path string) (int, error) {
+	for {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
