@@ -18,6 +18,23 @@ func TestSuffixArray(t *testing.T) {
 		}
 		inputs = append(inputs, b)
 	}
+	// Longer inputs, several levels of recursion deep: random over the
+	// whole byte range and over small alphabets, periodic text with
+	// variations, and repeated blocks (as a dpkg status file has).
+	for i := 0; i < 40; i++ {
+		b := make([]byte, 1000+r.IntN(5000))
+		alpha := []int{2, 3, 16, 256}[i%4]
+		for j := range b {
+			b[j] = byte(r.IntN(alpha))
+		}
+		inputs = append(inputs, b)
+		period := bytes.Repeat([]byte("Package: x\nStatus: install ok installed\n"), 20+r.IntN(50))
+		for k := 0; k < 5; k++ {
+			period[r.IntN(len(period))] = byte(r.IntN(256))
+		}
+		inputs = append(inputs, period)
+	}
+	inputs = append(inputs, bytes.Repeat([]byte{0}, 700), bytes.Repeat([]byte{255, 0}, 500), []byte{0}, []byte{255})
 	for _, in := range inputs {
 		got := suffixArray(in)
 		want := make([]int32, len(in))

@@ -528,6 +528,20 @@ func TestXZArgs(t *testing.T) {
 	if strings.Contains(got, "--x86") || !strings.Contains(got, "-T1") || !strings.Contains(got, "preset=1,dict=131072") {
 		t.Errorf("small text part: xz %s", got)
 	}
+	// A family part compressed the faster way: its dictionary, the
+	// hash-chain match finder, and pb=0 without code.
+	p = &partPlan{blobLen: 2 << 20, threads: 1, level: 8, fast: true, dictCap: 512 << 10}
+	if got = strings.Join(p.xzArgs(), " "); !strings.Contains(got, "--lzma2=preset=8,dict=524288,mf=hc4,nice=32,pb=0 -T1") {
+		t.Errorf("fast part: xz %s", got)
+	}
+	p.x86Bytes = 1 << 20
+	if got = strings.Join(p.xzArgs(), " "); !strings.Contains(got, "--x86 --lzma2=preset=8,dict=524288,mf=hc4,nice=32 -T1") {
+		t.Errorf("fast part with code: xz %s", got)
+	}
+	p.level = 1 // presets 1-3 are fast already
+	if got = strings.Join(p.xzArgs(), " "); !strings.Contains(got, "--lzma2=preset=1,dict=524288 -T1") {
+		t.Errorf("fast part at preset 1: xz %s", got)
+	}
 }
 
 // TestX86FilterUsed: the part holding the fixture's x86-64 program is

@@ -7,12 +7,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -265,6 +265,9 @@ type object struct {
 	// machine is the ELF e_machine of an executable or library (0 for
 	// other files): parts made mostly of x86 code get xz's x86 filter.
 	machine uint16
+	// base is a base name of the file in the to-commit (files of the
+	// same name are kept in one part: see splitForCores).
+	base string
 }
 
 // blobLen is the object's byte count in the part's payload blob.
@@ -286,8 +289,8 @@ type fallback struct {
 }
 
 type generator struct {
-	// arm64OK: the to-commit's liblzma (from its package manifest) and
-	// the xz tool have the ARM64 filter.
+	// arm64OK: the to-commit's liblzma (from its package manifest) has
+	// the ARM64 filter (the xz tool is asked only when a part needs it).
 	arm64OK   bool
 	repo      *ostree.Repo
 	from      *ostree.Checksum
@@ -316,21 +319,17 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 		return nil, fmt.Errorf("commit %s: %w", to, err)
 	}
 	g.commit = commit
-	g.arm64OK = xzHasARM64() && liblzmaHasARM64(toCommit.Metadata)
+	g.arm64OK = liblzmaHasARM64(toCommit.Metadata)
 
 	old := map[ostree.ObjectName]bool{}
-	// Files of the source commit by name, for patches.
-	var oldNames map[string][]ostree.Checksum
-	if from != nil && !opts.DisableBsdiff {
-		oldNames = map[string][]ostree.Checksum{}
-	}
+	var oldTrees []dirRead // the source's dirtrees, for patches
 	newNames := map[ostree.Checksum]string{}
 	if from != nil {
 		fc, err := repo.ReadCommit(*from)
 		if err != nil {
 			return nil, fmt.Errorf("from commit: %w", err)
 		}
-		if err := reachable(ctx, repo, fc.RootTree, fc.RootMeta, old, oldNames); err != nil {
+		if old, oldTrees, err = reachable(ctx, repo, fc.RootTree, fc.RootMeta, opts.Workers); err != nil {
 			return nil, fmt.Errorf("from commit %s: %w", *from, err)
 		}
 	}
@@ -396,11 +395,11 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 	var objs []*object
 	for i, c := range contents {
 		objs = append(objs, &object{name: ostree.ObjectName{Checksum: c, Type: ostree.ObjectFile}, hdr: hdrs[i],
-			packed: peeks[i].packed, machine: peeks[i].machine})
+			packed: peeks[i].packed, machine: peeks[i].machine, base: newNames[c]})
 	}
 	var patched []*object
-	if oldNames != nil {
-		if patched, err = g.patch(ctx, objs, newNames, oldNames); err != nil {
+	if from != nil && !opts.DisableBsdiff {
+		if patched, err = g.patch(ctx, objs, newNames, oldTrees); err != nil {
 			return nil, err
 		}
 	}
@@ -451,7 +450,30 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 		}
 		return nil
 	}
-	if err := pack(false, metas, patched, regular, symlinks); err != nil {
+	xzLists := [][]*object{metas, patched, regular, symlinks}
+	var xzBytes uint64
+	for _, l := range xzLists {
+		for _, o := range l {
+			xzBytes += o.blobLen()
+		}
+	}
+	var split []splitPart
+	if xzBytes <= uint64(opts.MaxChunkSize) {
+		split = splitForCores(xzLists, opts.Workers)
+	}
+	if split != nil {
+		g.parts = g.parts[:0]
+		for _, sp := range split {
+			p := newPartPlan()
+			p.fast, p.dictCap = sp.fast, sp.dict
+			for _, o := range sp.objs {
+				if err := p.add(o); err != nil {
+					return nil, err
+				}
+			}
+			g.parts = append(g.parts, p)
+		}
+	} else if err := pack(false, xzLists...); err != nil {
 		return nil, err
 	}
 	cur = nil
@@ -472,34 +494,75 @@ func contentPath(repo *ostree.Repo, c ostree.Checksum) string {
 	return filepath.Join(repo.Path(), "objects", h[:2], h[2:]+".filez")
 }
 
-// reachable adds every dirtree, dirmeta and content object under a root;
-// with names, also each file's checksum under its base name.
-func reachable(ctx context.Context, repo *ostree.Repo, tree, meta ostree.Checksum, set map[ostree.ObjectName]bool, names map[string][]ostree.Checksum) error {
+// dirRead is a dirtree object read from the repository.
+type dirRead struct {
+	sum ostree.Checksum
+	dt  *ostree.DirTree
+}
+
+// reachable returns every dirtree, dirmeta and content object under a
+// root, and the dirtrees read, in checksum order (so that what is built
+// from them does not depend on scheduling). Dirtrees are read on up to
+// workers goroutines.
+func reachable(ctx context.Context, repo *ostree.Repo, tree, meta ostree.Checksum, workers int) (map[ostree.ObjectName]bool, []dirRead, error) {
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		reads []dirRead
+		errs  []error
+		seen  = map[ostree.Checksum]bool{tree: true}
+		sem   = make(chan struct{}, max(1, workers))
+	)
+	var visit func(c ostree.Checksum)
+	visit = func(c ostree.Checksum) {
+		defer wg.Done()
+		if ctx.Err() != nil {
+			return
+		}
+		sem <- struct{}{}
+		dt, err := repo.ReadDirTree(c)
+		<-sem
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		reads = append(reads, dirRead{c, dt})
+		for _, d := range dt.Dirs {
+			if !seen[d.Tree] {
+				seen[d.Tree] = true
+				wg.Add(1)
+				go visit(d.Tree)
+			}
+		}
+	}
+	wg.Add(1)
+	visit(tree)
+	wg.Wait()
+	if len(errs) > 0 {
+		return nil, nil, errs[0]
+	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, nil, err
 	}
+	sort.Slice(reads, func(i, j int) bool { return bytes.Compare(reads[i].sum[:], reads[j].sum[:]) < 0 })
+	n := 1
+	for _, r := range reads {
+		n += 1 + len(r.dt.Files) + len(r.dt.Dirs)
+	}
+	set := make(map[ostree.ObjectName]bool, n)
 	set[ostree.ObjectName{Checksum: meta, Type: ostree.ObjectDirMeta}] = true
-	tn := ostree.ObjectName{Checksum: tree, Type: ostree.ObjectDirTree}
-	if set[tn] {
-		return nil
-	}
-	set[tn] = true
-	dt, err := repo.ReadDirTree(tree)
-	if err != nil {
-		return err
-	}
-	for _, f := range dt.Files {
-		set[ostree.ObjectName{Checksum: f.Checksum, Type: ostree.ObjectFile}] = true
-		if names != nil {
-			names[f.Name] = append(names[f.Name], f.Checksum)
+	for _, r := range reads {
+		set[ostree.ObjectName{Checksum: r.sum, Type: ostree.ObjectDirTree}] = true
+		for _, f := range r.dt.Files {
+			set[ostree.ObjectName{Checksum: f.Checksum, Type: ostree.ObjectFile}] = true
+		}
+		for _, d := range r.dt.Dirs {
+			set[ostree.ObjectName{Checksum: d.Meta, Type: ostree.ObjectDirMeta}] = true
 		}
 	}
-	for _, d := range dt.Dirs {
-		if err := reachable(ctx, repo, d.Tree, d.Meta, set, names); err != nil {
-			return err
-		}
-	}
-	return nil
+	return set, reads, nil
 }
 
 // compressedMagic are the first bytes of xz, zstd, gzip and bzip2
@@ -522,23 +585,28 @@ func readHeaders(ctx context.Context, repo *ostree.Repo, sums []ostree.Checksum,
 	out := make([]ostree.FileHeader, len(sums))
 	peeks := make([]peek, len(sums))
 	err := forEach(ctx, len(sums), workers, func(i int) error {
-		h, rc, err := repo.OpenContent(sums[i])
+		// Only files large enough to matter are peeked at: a compressed
+		// stream below packedMinSize stays in an xz part anyway, and
+		// small executables hardly change how code a part is.
+		var head [20]byte
+		h, n, err := repo.ContentHeader(sums[i], func(h ostree.FileHeader) []byte {
+			if h.Size < packedMinSize {
+				return nil
+			}
+			return head[:]
+		})
 		if err != nil {
 			return err
 		}
-		defer rc.Close()
-		if h.Mode&ostree.ModeTypeMask == ostree.ModeRegular && h.Size >= 20 {
-			var head [20]byte
-			if n, _ := io.ReadFull(rc, head[:]); n == len(head) {
-				for _, m := range compressedMagic {
-					if bytes.HasPrefix(head[:], m) && h.Size >= packedMinSize {
-						peeks[i].packed = true
-					}
+		if h.Mode&ostree.ModeTypeMask == ostree.ModeRegular && n == len(head) {
+			for _, m := range compressedMagic {
+				if bytes.HasPrefix(head[:], m) && h.Size >= packedMinSize {
+					peeks[i].packed = true
 				}
-				// ELF, little-endian: e_machine at 18.
-				if bytes.HasPrefix(head[:], []byte("\x7fELF")) && head[5] == 1 {
-					peeks[i].machine = uint16(head[18]) | uint16(head[19])<<8
-				}
+			}
+			// ELF, little-endian: e_machine at 18.
+			if bytes.HasPrefix(head[:], []byte("\x7fELF")) && head[5] == 1 {
+				peeks[i].machine = uint16(head[18]) | uint16(head[19])<<8
 			}
 		}
 		out[i] = h

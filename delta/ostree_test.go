@@ -627,3 +627,106 @@ func TestARM64Filter(t *testing.T) {
 		})
 	}
 }
+
+// splitFixture commits, on top of the fixture's v2, 30 translations of one
+// program (app.mo: shared message ids and per-language text, 2.2 MB) and
+// 1.3 MB of other files: a delta that fits in one part and that
+// splitForCores lays out on two cores, keeping the translations together.
+func splitFixture(t *testing.T, fx *fixture) ostree.Checksum {
+	t.Helper()
+	root := buildV2()
+	share := root.Dirs["usr"].Dirs["share"]
+	locale := ostree.NewMemDir(dirMeta(0, 0, 0o755))
+	share.Dirs["locale"] = locale
+	ids := text(100, 400) // the English message ids every translation has
+	for i := 0; i < 30; i++ {
+		lc := ostree.NewMemDir(dirMeta(0, 0, 0o755))
+		lm := ostree.NewMemDir(dirMeta(0, 0, 0o755))
+		lc.Dirs["LC_MESSAGES"] = lm
+		locale.Dirs[fmt.Sprintf("l%02d", i)] = lc
+		lm.Files["app.mo"] = regFile(0, 0, 0o644, append(append([]byte{0xde, 0x12, 0x04, 0x95}, ids...), text(200+uint64(i), 500)...))
+	}
+	doc := share.Dirs["doc"]
+	for i := 0; i < 25; i++ {
+		doc.Files[fmt.Sprintf("page%02d.html", i)] = regFile(0, 0, 0o644, text(300+uint64(i), 700))
+	}
+	c, err := fx.repo.CommitTree(context.Background(), root, ostree.CommitOptions{Branch: "test", Subject: "v3", Timestamp: fixedTime.Add(2 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Checksum
+}
+
+// TestSplitDeltaWithOstree: a small delta laid out on two cores (two xz
+// parts, one of them the translations compressed the faster way) is
+// accepted by ostree, from the repository over HTTP and as a bundle.
+func TestSplitDeltaWithOstree(t *testing.T) {
+	bin := testenv.Tool(t, "ostree")
+	xzBin := testenv.Tool(t, "xz")
+	fx := makeFixture(t)
+	v3 := splitFixture(t, fx)
+	ctx := context.Background()
+	res, err := Generate(ctx, fx.repo, &fx.v2, v3, Options{Time: fixedTime, Workers: 2, MinFallbackSize: DefaultMinFallbackSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := Show(res.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two xz parts (and none stored: nothing here is compressed), the
+	// translations in one of them.
+	if len(info.Parts) != 2 {
+		t.Fatalf("%d parts, want 2", len(info.Parts))
+	}
+	var dicts []string
+	for i := range info.Parts {
+		raw, err := os.ReadFile(filepath.Join(res.Dir, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), "part.xz")
+		os.WriteFile(f, raw[1:], 0o644)
+		out, err := exec.Command(xzBin, "--robot", "--list", "-vv", f).CombinedOutput()
+		if err != nil {
+			t.Fatalf("xz --list: %v\n%s", err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "block\t") {
+				fs := strings.Split(l, "\t")
+				dicts = append(dicts, fs[len(fs)-1])
+			}
+		}
+	}
+	// The translations' part has the dictionary of four of them (46 kB
+	// each: 256 KiB), the other one the dictionary of its size (1 MiB).
+	if got := strings.Join(dicts, " | "); got != "--lzma2=dict=256KiB | --lzma2=dict=1MiB" && got != "--lzma2=dict=1MiB | --lzma2=dict=256KiB" {
+		t.Errorf("filter chains of the parts: %s", got)
+	}
+	ostreeCmd(t, bin, "summary", "-u", "--repo="+fx.path)
+	url, _ := serveRepo(t, fx.path)
+	dst, out, err := pullRequiringDeltas(t, bin, url, fx.path, "bare-user", &fx.v2)
+	if err != nil {
+		t.Fatalf("pull: %v\n%s", err, out)
+	}
+	check := func(dst string) {
+		t.Helper()
+		if out := ostreeCmd(t, bin, "fsck", "--repo="+dst); strings.Contains(out, "corrupted") || strings.Contains(out, "missing") {
+			t.Errorf("fsck: %s", out)
+		}
+		if got, want := lsTree(t, bin, dst, v3), lsTree(t, bin, fx.path, v3); got != want {
+			t.Errorf("ls -R differs:\n%s\nwant\n%s", got, want)
+		}
+	}
+	check(dst)
+
+	bundle := filepath.Join(t.TempDir(), "update.delta")
+	if _, err := WriteBundle(ctx, fx.repo, &fx.v2, v3, bundle, Options{Time: fixedTime, Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	dst = filepath.Join(t.TempDir(), "offline")
+	initRepo(t, bin, dst, "bare-user")
+	ostreeCmd(t, bin, "pull-local", "--repo="+dst, fx.path, fx.v2.String())
+	ostreeCmd(t, bin, "static-delta", "apply-offline", "--repo="+dst, bundle)
+	check(dst)
+}

@@ -81,7 +81,7 @@ const (
 func (p *partPlan) xzArgs() []string {
 	args := []string{"-z", "-c", "-q", "--check=crc64"}
 	switch {
-	case p.arm64OK && p.arm64Bytes > p.x86Bytes && p.arm64Bytes*codeShare >= p.blobLen:
+	case p.arm64OK && p.arm64Bytes > p.x86Bytes && p.arm64Bytes*codeShare >= p.blobLen && xzHasARM64():
 		args = append(args, "--arm64")
 	case p.x86Bytes > 0 && p.x86Bytes*codeShare >= p.blobLen:
 		args = append(args, "--x86")
@@ -101,7 +101,21 @@ func (p *partPlan) xzArgs() []string {
 		dict *= 2
 	}
 	level := min(max(p.level, 1), presetMax)
-	args = append(args, fmt.Sprintf("--lzma2=preset=%d,dict=%d", level, dict), fmt.Sprintf("-T%d", threads))
+	if p.dictCap > 0 {
+		dict = min(dict, max(p.dictCap, 4096))
+	}
+	lzma2 := fmt.Sprintf("--lzma2=preset=%d,dict=%d", level, dict)
+	if p.fast && level >= 4 {
+		// Presets 4-9 use the binary-tree match finder; presets 1-3
+		// are already fast.
+		lzma2 += ",mf=hc4,nice=32"
+		if p.x86Bytes == 0 && p.arm64Bytes == 0 {
+			// No code: byte-oriented data (text, translations), for
+			// which xz's manual recommends pb=0.
+			lzma2 += ",pb=0"
+		}
+	}
+	args = append(args, lzma2, fmt.Sprintf("-T%d", threads))
 	if threads > 1 {
 		args = append(args, fmt.Sprintf("--block-size=%d", block))
 	}
@@ -123,11 +137,16 @@ type partPlan struct {
 	// stores the payload without compressing it (storeWriter).
 	stored bool
 	// x86Bytes and arm64Bytes count the blob bytes of x86 (32 and 64
-	// bit) and arm64 ELF files; arm64OK allows the ARM64 filter.
+	// bit) and arm64 ELF files; arm64OK allows the ARM64 filter (when
+	// the xz tool has it too).
 	x86Bytes, arm64Bytes uint64
 	arm64OK              bool
-	// threads and level tell xz how to compress the part.
+	// threads and level tell xz how to compress the part; fast asks
+	// for the faster match finder (see splitForCores).
 	threads, level int
+	fast           bool
+	// dictCap, when set, bounds the dictionary (see familyDict).
+	dictCap uint64
 
 	modeTable, xattrTable []byte
 }
@@ -415,7 +434,7 @@ func compressPart(ctx context.Context, repo *ostree.Repo, p *partPlan, dir strin
 	if p.stored {
 		err = storePayload(ctx, repo, p, out)
 	} else if xzCommand != "" {
-		err = compressCommand(ctx, repo, p, out)
+		err = compressCommand(ctx, repo, p, dir, out)
 	} else {
 		err = compressGo(ctx, repo, p, out)
 	}
@@ -440,59 +459,41 @@ func compressPart(ctx context.Context, repo *ostree.Repo, p *partPlan, dir strin
 	return pf, nil
 }
 
-func compressCommand(ctx context.Context, repo *ostree.Repo, p *partPlan, out io.Writer) error {
+// compressCommand stages the part's payload in a temporary file in dir,
+// then has xz compress that file. Streaming the payload through a pipe
+// instead made xz take a quarter longer when parts are compressed on
+// every core (0.45-0.5 s instead of 0.35-0.4 s for the parts of the
+// default recipe's v1→v2 delta): the writers woke on every pipe buffer
+// and took the cores and their caches from the compressors.
+func compressCommand(ctx context.Context, repo *ostree.Repo, p *partPlan, dir string, out io.Writer) error {
+	tf, err := os.CreateTemp(dir, ".payload-tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tf.Name())
+	defer tf.Close()
+	bw := bufio.NewWriterSize(tf, 256<<10)
+	if err := p.writePayload(ctx, repo, bw); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if _, err := tf.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
 	cmd := exec.CommandContext(ctx, xzCommand, p.xzArgs()...)
+	cmd.Stdin = tf
 	cmd.Stdout = out
 	var stderr limitedBuffer
 	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	werr := make(chan error, 1)
-	go func() {
-		bw := bufio.NewWriterSize(pipeWriter{stdin}, 256<<10)
-		err := p.writePayload(ctx, repo, bw)
-		if err == nil {
-			err = bw.Flush()
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		if cerr := stdin.Close(); err == nil && !errors.Is(cerr, os.ErrClosed) {
-			err = cerr
-		}
-		werr <- err
-	}()
-	waitErr := cmd.Wait()
-	writeErr := <-werr
-	var pe pipeError
-	switch {
-	case writeErr != nil && !errors.As(writeErr, &pe):
-		return writeErr // reading the objects failed
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case waitErr != nil:
-		return fmt.Errorf("xz: %v: %s", waitErr, stderr.String())
+		return fmt.Errorf("xz: %v: %s", err, stderr.String())
 	}
-	return writeErr
-}
-
-// pipeWriter marks errors writing to the compressor's stdin, to tell them
-// from errors reading objects.
-type pipeWriter struct{ w io.Writer }
-
-type pipeError struct{ err error }
-
-func (e pipeError) Error() string { return "write to xz: " + e.err.Error() }
-func (e pipeError) Unwrap() error { return e.err }
-
-func (p pipeWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	if err != nil {
-		err = pipeError{err}
-	}
-	return n, err
+	return nil
 }
 
 type limitedBuffer struct{ b []byte }

@@ -40,11 +40,25 @@ func stem(name string) string {
 // computes bsdiff patches in parallel, and keeps those that save at least
 // half the file. Objects that get a patch have it set and are returned in
 // their original order.
-func (g *generator) patch(ctx context.Context, objs []*object, newNames map[ostree.Checksum]string, oldNames map[string][]ostree.Checksum) ([]*object, error) {
-	oldStems := map[string][]ostree.Checksum{}
-	for n, cs := range oldNames {
-		if s := stem(n); s != "" {
-			oldStems[s] = append(oldStems[s], cs...)
+func (g *generator) patch(ctx context.Context, objs []*object, newNames map[ostree.Checksum]string, oldTrees []dirRead) ([]*object, error) {
+	// The source's files under the names and stems of the new files, in
+	// the order of oldTrees.
+	wantName, wantStem := map[string]bool{}, map[string]bool{}
+	for _, o := range objs {
+		if name := newNames[o.name.Checksum]; name != "" {
+			wantName[name] = true
+			wantStem[stem(name)] = true
+		}
+	}
+	oldNames, oldStems := map[string][]ostree.Checksum{}, map[string][]ostree.Checksum{}
+	for _, r := range oldTrees {
+		for _, f := range r.dt.Files {
+			if wantName[f.Name] {
+				oldNames[f.Name] = append(oldNames[f.Name], f.Checksum)
+			}
+			if s := stem(f.Name); s != "" && wantStem[s] {
+				oldStems[s] = append(oldStems[s], f.Checksum)
+			}
 		}
 	}
 	// Sizes of the candidate old files, read once.
@@ -53,11 +67,10 @@ func (g *generator) patch(ctx context.Context, objs []*object, newNames map[ostr
 		if h, ok := oldHdr[c]; ok {
 			return h, nil
 		}
-		h, rc, err := g.repo.OpenContent(c)
+		h, _, err := g.repo.ContentHeader(c, nil)
 		if err != nil {
 			return nil, fmt.Errorf("source object %s: %w", c, err)
 		}
-		rc.Close()
 		oldHdr[c] = &h
 		return &h, nil
 	}
