@@ -9,7 +9,9 @@
 #
 # Usage: scripts/bench-delta.sh   (root: the builds run maintainer scripts in a chroot)
 # Environment: BENCH_CACHE (default <repo>/.cache/bench), BENCH_MIRROR,
-#              BENCH_SCRATCH=0 skips the from-scratch pair (ostree needs minutes).
+#              BENCH_SCRATCH=0 skips the from-scratch pair (ostree needs minutes),
+#              BENCH_DELTA_RUNS (default 3; 1 for the from-scratch pair
+#              unless set) runs of each tool, compared by their medians.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,23 +62,33 @@ export SOURCE_DATE_EPOCH=1763803600
 v2=$("$tmp/aof" build "$tmp/v2.yaml" --set MIRROR="$mirror" --set VERSION=v2 \
   --cache-dir "$cache/aof-cache" --repo "$repo" --no-images --quiet) || die "v2 build failed"
 
-pair() { # label from-args...
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# pair label from-args...: generates the delta with ostree and with ours,
+# alternating, runs times each (BENCH_DELTA_RUNS, default 3: this machine's
+# timings vary by up to 30% from run to run), and prints the ratios of
+# the median times and of the sizes.
+pair() {
   local label=$1
   shift
-  rm -rf "$repo/deltas"
-  local ot os at as
-  ot=$(wall ostree static-delta generate --repo="$repo" "$@" --to="$v2")
-  os=$(size_of)
-  rm -rf "$repo/deltas"
+  local runs=${BENCH_DELTA_RUNS:-3} i ot=() at=() os as
   local ours=()
   if [[ "$1" == --empty ]]; then ours=(--empty); else ours=(--from "${1#--from=}"); fi
-  at=$(wall "$tmp/aof" delta generate --repo "$repo" "${ours[@]}" --to "$v2")
-  as=$(size_of)
+  for ((i = 0; i < runs; i++)); do
+    rm -rf "$repo/deltas"
+    ot+=("$(wall ostree static-delta generate --repo="$repo" "$@" --to="$v2")")
+    os=$(size_of)
+    rm -rf "$repo/deltas"
+    at+=("$(wall "$tmp/aof" delta generate --repo "$repo" "${ours[@]}" --to "$v2")")
+    as=$(size_of)
+  done
   rm -rf "$repo/deltas"
-  local rt rs
-  rt=$(awk -v a="$at" -v b="$ot" 'BEGIN { printf "%.3f", a / b }')
+  local mo ma rt rs
+  mo=$(printf '%s\n' "${ot[@]}" | median)
+  ma=$(printf '%s\n' "${at[@]}" | median)
+  rt=$(awk -v a="$ma" -v b="$mo" 'BEGIN { printf "%.3f", a / b }')
   rs=$(awk -v a="$as" -v b="$os" 'BEGIN { printf "%.3f", a / b }')
-  echo "  $label: ostree ${ot}s $((os / 1000)) kB; ours ${at}s $((as / 1000)) kB (parts + fallback objects)" >&2
+  echo "  $label: ostree ${mo}s (runs: ${ot[*]}) $((os / 1000)) kB; ours ${ma}s (runs: ${at[*]}) $((as / 1000)) kB (parts + fallback objects)" >&2
   echo "$rt $rs"
 }
 
@@ -88,7 +100,7 @@ verdict() { awk -v r="$1" -v t="$2" 'BEGIN { print (r <= t) ? "PASS" : "MISS" }'
 echo "  v1->v2 time ratio $rt (target <= 0.25: $(verdict "$rt" 0.25)), size ratio $rs (target <= 1.0: $(verdict "$rs" 1.0))"
 if [[ "${BENCH_SCRATCH:-1}" != 0 ]]; then
   rs=
-  read -r rt rs < <(pair "scratch" --empty)
+  read -r rt rs < <(BENCH_DELTA_RUNS=${BENCH_DELTA_RUNS:-1} pair "scratch" --empty)
   [[ -n "${rs:-}" ]] || die "scratch pair failed"
   echo "  scratch time ratio $rt (target <= 0.2: $(verdict "$rt" 0.2)), size ratio $rs (target <= 1.1: $(verdict "$rs" 1.1))"
 fi
