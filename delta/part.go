@@ -145,7 +145,7 @@ type partPlan struct {
 	// for the faster match finder (see splitForCores).
 	threads, level int
 	fast           bool
-	// dictCap, when set, bounds the dictionary (see familyDict).
+	// dictCap, when set, bounds the dictionary (see splitForCores).
 	dictCap uint64
 
 	modeTable, xattrTable []byte
