@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/apt-ostree/apt-ostree-factory/ostree"
@@ -16,6 +17,19 @@ func layoutObj(base string, size uint64, seq int) *object {
 		hdr:  ostree.FileHeader{FileMeta: ostree.FileMeta{Mode: ostree.ModeRegular | 0o644}, Size: size},
 		base: base,
 	}
+}
+
+// many is n objects of size bytes, named by format (with %d: numbered).
+func many(format string, n int, size uint64) []*object {
+	var out []*object
+	for i := 0; i < n; i++ {
+		base := format
+		if strings.Contains(format, "%d") {
+			base = fmt.Sprintf(format, i)
+		}
+		out = append(out, layoutObj(base, size, i))
+	}
+	return out
 }
 
 // checkLayout: every object is in exactly one part; returns the part of
@@ -130,14 +144,7 @@ func TestSplitForCores(t *testing.T) {
 	t.Run("family too large to keep whole", func(t *testing.T) {
 		// 3.3 MB of one family and 0.2 MB else: even compressed the
 		// faster way it would take longer than splitting it.
-		var objs []*object
-		for i := 0; i < 33; i++ {
-			objs = append(objs, layoutObj("huge.mo", 100_000, i))
-		}
-		for i := 0; i < 10; i++ {
-			objs = append(objs, layoutObj(fmt.Sprintf("f%d", i), 20_000, i))
-		}
-		l := [][]*object{objs}
+		l := [][]*object{append(many("huge.mo", 33, 100_000), many("f%d", 10, 20_000)...)}
 		parts := splitForCores(l, 2)
 		if len(parts) != 2 {
 			t.Fatalf("%d parts", len(parts))
@@ -155,13 +162,9 @@ func TestSplitForCores(t *testing.T) {
 	t.Run("several families on four cores", func(t *testing.T) {
 		var objs []*object
 		for f, n := range []int{40, 25, 10, 5} {
-			for i := 0; i < n; i++ {
-				objs = append(objs, layoutObj(fmt.Sprintf("fam%d", f), 50_000, i))
-			}
+			objs = append(objs, many(fmt.Sprintf("fam%d", f), n, 50_000)...)
 		}
-		for i := 0; i < 60; i++ {
-			objs = append(objs, layoutObj(fmt.Sprintf("x%d", i), 30_000, i))
-		}
+		objs = append(objs, many("x%d", 60, 30_000)...)
 		l := [][]*object{objs}
 		parts := splitForCores(l, 4)
 		if len(parts) != 4 {
