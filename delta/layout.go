@@ -28,7 +28,7 @@ import (
 //     (a member matches the members before it, and a smaller dictionary
 //     keeps the match finder's tables in the CPU's caches), and with
 //     pb=0 when it holds no code. On nano's translations that takes 0.28
-//     s instead of 0.57 s, for 2% more bytes. A family too large even
+//     s instead of 0.57 s, for at most 2% more bytes. A family too large even
 //     for that (its work over a fair share) is not kept whole; its files
 //     fill the parts like the rest.
 //
