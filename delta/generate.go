@@ -451,15 +451,10 @@ func newGenerator(ctx context.Context, repo *ostree.Repo, from *ostree.Checksum,
 		return nil
 	}
 	xzLists := [][]*object{metas, patched, regular, symlinks}
-	var xzBytes uint64
-	for _, l := range xzLists {
-		for _, o := range l {
-			xzBytes += o.blobLen()
-		}
-	}
+	xzBytes := blobBytes(xzLists)
 	var split []splitPart
 	if xzBytes <= uint64(opts.MaxChunkSize) {
-		split = splitForCores(xzLists, opts.Workers)
+		split = splitForCores(xzLists, xzBytes, opts.Workers)
 	}
 	if split != nil {
 		g.parts = g.parts[:0]

@@ -52,6 +52,17 @@ const (
 	minFamilyDict = 256 << 10
 )
 
+// blobBytes is the blob bytes of the objects in lists.
+func blobBytes(lists [][]*object) uint64 {
+	var n uint64
+	for _, l := range lists {
+		for _, o := range l {
+			n += o.blobLen()
+		}
+	}
+	return n
+}
+
 // splitPart is one part of splitForCores' layout.
 type splitPart struct {
 	objs []*object
@@ -62,16 +73,10 @@ type splitPart struct {
 
 // splitForCores lays out the xz objects (metadata, patched, regular,
 // symlinks, in ostree's order) of a delta that fits in one part into
-// one part per worker, as described above. It returns nil when the
-// payload is too small to split or there is only one worker; the caller
-// then makes a single part.
-func splitForCores(lists [][]*object, workers int) []splitPart {
-	var total uint64
-	for _, l := range lists {
-		for _, o := range l {
-			total += o.blobLen()
-		}
-	}
+// one part per worker, as described above; total is their blob bytes. It
+// returns nil when the payload is too small to split or there is only one
+// worker; the caller then makes a single part.
+func splitForCores(lists [][]*object, total uint64, workers int) []splitPart {
 	k := min(uint64(workers), total/minSplit)
 	if k < 2 {
 		return nil

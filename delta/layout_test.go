@@ -32,6 +32,11 @@ func many(format string, n int, size uint64) []*object {
 	return out
 }
 
+// split is splitForCores with the lists' total.
+func split(lists [][]*object, workers int) []splitPart {
+	return splitForCores(lists, blobBytes(lists), workers)
+}
+
 // checkLayout: every object is in exactly one part; returns the part of
 // each object and each part's work.
 func checkLayout(t *testing.T, lists [][]*object, parts []splitPart) (map[*object]int, []float64) {
@@ -83,7 +88,7 @@ func TestSplitForCores(t *testing.T) {
 	lists := [][]*object{nil, nil, regular, nil}
 
 	t.Run("families kept whole", func(t *testing.T) {
-		parts := splitForCores(lists, 2)
+		parts := split(lists, 2)
 		if len(parts) != 2 {
 			t.Fatalf("%d parts, want 2", len(parts))
 		}
@@ -123,7 +128,7 @@ func TestSplitForCores(t *testing.T) {
 		}
 	})
 	t.Run("deterministic", func(t *testing.T) {
-		a, b := splitForCores(lists, 2), splitForCores(lists, 2)
+		a, b := split(lists, 2), split(lists, 2)
 		for i := range a {
 			for j := range a[i].objs {
 				if a[i].objs[j] != b[i].objs[j] {
@@ -133,11 +138,11 @@ func TestSplitForCores(t *testing.T) {
 		}
 	})
 	t.Run("one core or too small", func(t *testing.T) {
-		if p := splitForCores(lists, 1); p != nil {
+		if p := split(lists, 1); p != nil {
 			t.Errorf("one worker: %d parts", len(p))
 		}
 		small := [][]*object{{layoutObj("a", 600_000, 0), layoutObj("b", 600_000, 0)}}
-		if p := splitForCores(small, 8); p != nil {
+		if p := split(small, 8); p != nil {
 			t.Errorf("1.2 MB: %d parts", len(p))
 		}
 	})
@@ -145,7 +150,7 @@ func TestSplitForCores(t *testing.T) {
 		// 3.3 MB of one family and 0.2 MB else: even compressed the
 		// faster way it would take longer than splitting it.
 		l := [][]*object{append(many("huge.mo", 33, 100_000), many("f%d", 10, 20_000)...)}
-		parts := splitForCores(l, 2)
+		parts := split(l, 2)
 		if len(parts) != 2 {
 			t.Fatalf("%d parts", len(parts))
 		}
@@ -166,7 +171,7 @@ func TestSplitForCores(t *testing.T) {
 		}
 		objs = append(objs, many("x%d", 60, 30_000)...)
 		l := [][]*object{objs}
-		parts := splitForCores(l, 4)
+		parts := split(l, 4)
 		if len(parts) != 4 {
 			t.Fatalf("%d parts", len(parts))
 		}

@@ -241,8 +241,8 @@ func readArchiveHeader(br *bufio.Reader, name ObjectName) (FileHeader, error) {
 // content into it, and returns how many bytes it read. The peeked bytes
 // are not verified against the checksum (OpenContent does that) and may be
 // fewer than asked for if the content is corrupted: they are for deciding
-// how to handle a file. Much cheaper than OpenContent when only the header is wanted (no
-// read-ahead, no decompressor unless peeking).
+// how to handle a file. Much cheaper than OpenContent when only the header
+// is wanted (no read-ahead, no decompressor unless peeking).
 func (r *Repo) ContentHeader(c Checksum, peek func(FileHeader) []byte) (FileHeader, int, error) {
 	if err := r.requireArchive(); err != nil {
 		return FileHeader{}, 0, err

@@ -518,19 +518,8 @@ func readSmallFile(path string) ([]byte, error) {
 		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
 	}
 	b := make([]byte, st.Size)
-	n := 0
-	for n < len(b) {
-		m, err := unix.Read(fd, b[n:])
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &fs.PathError{Op: "read", Path: path, Err: err}
-		}
-		if m == 0 {
-			return nil, &fs.PathError{Op: "read", Path: path, Err: io.ErrUnexpectedEOF}
-		}
-		n += m
+	if _, err := io.ReadFull(fdReader(fd), b); err != nil {
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
 	}
 	return b, nil
 }
