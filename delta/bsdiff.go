@@ -24,8 +24,10 @@ import (
 // lexicographic order, in linear time (SA-IS: induced sorting; Nong,
 // Zhang and Chan, "Two Efficient Algorithms for Linear Time Suffix Array
 // Construction", 2011). It replaced a prefix-doubling sort that took
-// most of the time of a delta's bsdiff step (19 ms for a 143 kB dpkg
-// status file, whose long repeated lines need many doubling rounds).
+// most of the time of a delta's bsdiff step: on a 143 kB dpkg status
+// file, whose long repeated lines need many doubling rounds, it takes
+// less than half the time (13-19 ms against 32-39 ms, measured side by
+// side on a busy machine).
 func suffixArray(data []byte) []int32 {
 	n := len(data)
 	if n == 0 {
